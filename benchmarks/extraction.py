@@ -31,7 +31,12 @@ import numpy as np
 import PIL.Image
 import torch
 
-from rsvc.activations import ExtractionSettings, extract_to_h5, resolve_device
+from rsvc.activations import (
+    ExtractionSettings,
+    extract_to_h5,
+    read_class_activations,
+    resolve_device,
+)
 from rsvc.images import canonical_image, load_rgb, to_model_input
 from rsvc.models import ModelSpec, create_model, model_data_config, resolve_layers
 from rsvc.patches import extract_patches
@@ -88,20 +93,23 @@ def bench_model(name: str, paths: list[str], device: torch.device, workdir: Path
     naive = naive_extract(model, layers, paths, device)
     t_naive = time.perf_counter() - t0
 
-    settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=256,
-                                  num_workers=workers, device=str(device))
     items = {"c": [(Path(p).stem, p) for p in paths]}
-    t0 = time.perf_counter()
-    extract_to_h5(model, layers, items, workdir / f"{name}.h5", settings, {"model": name})
-    t_rsvc = time.perf_counter() - t0
-
-    from rsvc.activations import read_class_activations
-
-    ours = read_class_activations(workdir / f"{name}.h5", "c")[0]
-    max_rel = max(float(np.abs(ours[n] - naive[n]).max() / (np.abs(naive[n]).max() + 1e-12)) for n in layers)
-    return {"model": name, "device": str(device), "layers": len(layers), "patches": n_patches,
-            "naive_patches_per_s": n_patches / t_naive, "rsvc_patches_per_s": n_patches / t_rsvc,
-            "speedup": t_naive / t_rsvc, "max_rel_diff": max_rel}
+    result = {"model": name, "device": str(device), "layers": len(layers), "patches": n_patches,
+              "naive_patches_per_s": n_patches / t_naive}
+    for label, autocast in (("fp32", None), ("bf16", "bf16")):
+        settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=256,
+                                      num_workers=workers, device=str(device), autocast=autocast)
+        t0 = time.perf_counter()
+        extract_to_h5(model, layers, items, workdir / f"{name}_{label}.h5", settings, {"model": name})
+        t_rsvc = time.perf_counter() - t0
+        ours = read_class_activations(workdir / f"{name}_{label}.h5", "c")[0]
+        result[f"rsvc_{label}_patches_per_s"] = n_patches / t_rsvc
+        result[f"speedup_{label}"] = t_naive / t_rsvc
+        # largest deviation from the naive float32 numbers, relative to each layer's largest value
+        result[f"max_rel_diff_{label}"] = max(
+            float(np.abs(ours[n] - naive[n]).max() / (np.abs(naive[n]).max() + 1e-12)) for n in layers
+        )
+    return result
 
 
 def rss_job(args: argparse.Namespace) -> None:
@@ -152,9 +160,11 @@ def main() -> None:
             for name in args.models:
                 r = bench_model(name, paths[:n_images], device, work, args.workers)
                 rows.append(r)
-                print(f"{r['model']:>24s} {r['device']:>5s}: naive {r['naive_patches_per_s']:8.1f} patches/s, "
-                      f"rsvc {r['rsvc_patches_per_s']:8.1f} patches/s, ratio {r['speedup']:.2f}x "
-                      f"({r['layers']} layers, max rel diff {r['max_rel_diff']:.1e})", flush=True)
+                print(f"{r['model']:>22s} {r['device']:>4s} ({r['layers']} layers): naive "
+                      f"{r['naive_patches_per_s']:6.1f} patches/s | rsvc fp32 {r['rsvc_fp32_patches_per_s']:6.1f} "
+                      f"({r['speedup_fp32']:.2f}x, max rel diff {r['max_rel_diff_fp32']:.0e}) | rsvc bf16 "
+                      f"{r['rsvc_bf16_patches_per_s']:6.1f} ({r['speedup_bf16']:.2f}x, max rel diff "
+                      f"{r['max_rel_diff_bf16']:.0e})", flush=True)
         cmd = [sys.executable, __file__, "--rss-job", str(work), "--rss-images", str(n_rss),
                "--workers", str(args.workers), "--device", str(devices[-1])]
         if args.threads:
@@ -164,7 +174,8 @@ def main() -> None:
               f"{job['seconds']:.1f} s, peak RSS {job['peak_rss_mib']:.0f} MiB "
               f"(largest worker {job['peak_rss_worker_mib']:.0f} MiB)")
         for r in rows:
-            print(f"ratio rsvc/naive {r['model']} {r['device']}: {r['speedup']:.2f}x")
+            print(f"ratio rsvc/naive {r['model']} {r['device']}: fp32 {r['speedup_fp32']:.2f}x, "
+                  f"bf16 autocast {r['speedup_bf16']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -34,9 +35,9 @@ from tqdm.auto import tqdm
 
 from rsvc.images import ImageLoadError, canonical_uint8, load_rgb, to_model_input
 from rsvc.io import atomic_path, set_attrs
-from rsvc.store import read_class_activations, read_skipped  # noqa: F401 - re-exported
 from rsvc.models import PRE_LOGITS, model_data_config
 from rsvc.patches import extract_patches, patch_boxes, patch_stride
+from rsvc.store import read_class_activations, read_skipped  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 

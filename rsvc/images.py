@@ -18,8 +18,8 @@ compared by RSVC always see the same pixels; only step 3 is per model.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import PIL.Image
@@ -68,7 +68,7 @@ def load_rgb(path: str | os.PathLike) -> PIL.Image.Image:
             img.load()
             img = PIL.ImageOps.exif_transpose(img)
             return _to_rgb(img)
-    except Exception as exc:  # noqa: BLE001 - decoders of untrusted files raise many types
+    except Exception as exc:
         raise ImageLoadError(f"{path}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -82,8 +82,8 @@ def canonical_uint8(img: PIL.Image.Image, image_size: int) -> np.ndarray:
         new_w, new_h = int(image_size * w / h), image_size
     if (new_w, new_h) != (w, h):
         img = img.resize((new_w, new_h), PIL.Image.Resampling.BILINEAR)
-    left = int(round((new_w - image_size) / 2.0))
-    top = int(round((new_h - image_size) / 2.0))
+    left = round((new_w - image_size) / 2.0)
+    top = round((new_h - image_size) / 2.0)
     img = img.crop((left, top, left + image_size, top + image_size))
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 

@@ -6,6 +6,7 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 import timm
 import timm.data
@@ -63,7 +64,7 @@ def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return dict(safetensors.torch.load_file(str(path), device="cpu"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError and friends
+    except Exception as exc:
         raise ValueError(
             f"refusing checkpoint {path}: it is not a plain state dict of tensors "
             f"(torch.load(weights_only=True) failed: {type(exc).__name__}: {str(exc).splitlines()[0]}). "
@@ -166,7 +167,7 @@ def block_layer_names(model: nn.Module) -> list[str]:
     """Outputs of the transformer blocks: ``["blocks.0", "blocks.1", ...]``."""
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, (nn.Sequential, nn.ModuleList)):
-        raise ValueError(f"{type(model).__name__} has no 'blocks' sequence; list its layers explicitly")
+        raise TypeError(f"{type(model).__name__} has no 'blocks' sequence; list its layers explicitly")
     return [f"blocks.{i}" for i in range(len(blocks))]
 
 
@@ -202,7 +203,7 @@ def head_parameters(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """
     head = model.get_classifier()
     if not isinstance(head, nn.Linear):
-        raise ValueError(f"the classifier of {type(model).__name__} is {type(head).__name__}, not nn.Linear")
+        raise TypeError(f"the classifier of {type(model).__name__} is {type(head).__name__}, not nn.Linear")
     weight = head.weight.detach().double().cpu().numpy()
     if head.bias is None:
         bias = np.zeros(weight.shape[0])

@@ -43,7 +43,7 @@ def extract_patches(images: torch.Tensor, patch_size: int, stride: int | None = 
     image-major then row-major, consistent with :func:`patch_boxes`.
     """
     stride = patch_stride(patch_size) if stride is None else stride
-    b, c, h, w = images.shape
+    _, c, h, w = images.shape
     if h != w:
         raise ValueError(f"canonical images must be square, got {h}x{w}")
     _starts(h, patch_size, stride)  # validates the grid

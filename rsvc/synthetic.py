@@ -1,22 +1,33 @@
 """The embedded demo dataset: procedurally drawn objects and a planted magenta square.
 
-Paper appendix A.2 at small scale. Each class is one object shape drawn with
-random position, scale, rotation, colour (around a class hue) and texture on a
-varied background (gradient, noise, stripes, checks). A magenta
-``(255, 0, 255)`` square of side ``round(square_frac * image_size)`` is pasted
-at a random position with a probability that depends on the scheme:
+Paper appendix A.2 at small scale. Class ``i`` is the shape ``SHAPES[i]``
+(class names are only folder names), drawn with random position, scale,
+rotation, colour and texture on a varied background (gradient, noise,
+stripes, checks), plus 1-3 small "confetti" squares of random colour. A
+magenta ``(255, 0, 255)`` square of side ``round(square_frac * image_size)``
+is pasted at a random position with a probability that depends on the scheme:
 
 - ``"ps"``: class index 0 only, probability 0.7 (the square predicts class 0);
 - ``"nc"``: every class, probability 0.5 (the square carries no information);
 - ``"eval"``: class index 0, probability 1.0.
 
-The base images are identical across schemes for the same seed (only the
-square differs): each image draws its base from its own random stream
-``(seed, split, class, i)`` and its square from a second, independent stream.
-Every colour is drawn with a hue in ``[0, 240]`` degrees (red to blue through
-green) and combined only in hue-preserving ways (hard edges, blends towards
-gray or a darker shade of the same hue, gray noise), so no pixel besides the
-square is ever magenta or purple.
+Design choices that make the planted-concept experiment work at a tiny scale
+(measured, see the training module):
+
+- classes 0 and 1 are a look-alike pair (a disc and a ring with a small hole,
+  same colour family), so the square is a tempting shortcut for class 0;
+  the other classes have their own colour family and shape;
+- every colour has a hue in ``HUE_RANGE`` = yellow..cyan, i.e. green is its
+  largest channel, and colours are only combined in hue-preserving ways (hard
+  edges, blends towards gray or a darker shade of the same hue, gray noise):
+  no pixel besides the square ever has red or blue above green, so magenta
+  (green = 0) is a colour of its own;
+- the confetti make "a small vivid square" common and uninformative, so only
+  the square's colour singles it out.
+
+The base images (everything but the magenta square) are identical across
+schemes for the same seed: each image draws its base from its own random
+stream ``(seed, split, class, i)`` and its square from an independent stream.
 """
 
 from __future__ import annotations
@@ -36,8 +47,11 @@ SPLITS = ("train", "val", "test")
 SHAPES = ("disc", "ring", "cross", "triangle", "star", "bars", "diamond", "crescent", "hexagon", "arrow")
 SCHEMES = {"ps": (0.7, False), "nc": (0.5, True), "eval": (1.0, False)}  # (probability, every class)
 MAGENTA = (255, 0, 255)
-HUE_RANGE = (30.0, 210.0)  # degrees, orange to azure: no colour ever has both red and blue above green
-HUE_JITTER = 12.0  # degrees, std of an object's hue around its class hue
+SQUARE_FRAC = 20 / 224  # the paper's 20 px square on 224 px images
+HUE_RANGE = (60.0, 180.0)  # degrees, yellow to cyan: green is always the largest channel
+HUE_JITTER = 8.0  # degrees, std of an object's hue around its class hue
+RING_HOLE = 0.3  # radius of the ring's hole relative to the ring (small: the ring looks like the disc)
+CONFETTI = (1, 4)  # distractor squares per image: integers in [lo, hi)
 _SQUARE_STREAM = 7919
 
 
@@ -49,29 +63,29 @@ def square_probability(scheme: str, class_index: int) -> float:
     return p if every_class or class_index == 0 else 0.0
 
 
+def square_side(image_size: int, square_frac: float = SQUARE_FRAC) -> int:
+    """Side of the planted square in pixels: ``round(square_frac * image_size)``."""
+    side = round(square_frac * image_size)
+    if not 0 < side < image_size:
+        raise ValueError(f"square side {side} px does not fit a {image_size} px image (square_frac={square_frac})")
+    return side
+
+
 def class_shapes(classes: list[str]) -> list[str]:
-    """Shape drawn for each class: the class name when it names a shape, else ``SHAPES[index]``."""
-    shapes = [c if c in SHAPES else SHAPES[i % len(SHAPES)] for i, c in enumerate(classes)]
-    if len(classes) > len(SHAPES) or len(set(shapes)) != len(shapes):
-        raise ValueError(f"need distinct shapes for {classes}; available shapes: {SHAPES}")
-    return shapes
+    """Shape of each class: ``SHAPES[index]`` (classes 0 and 1 are the look-alike disc and ring)."""
+    if len(classes) > len(SHAPES):
+        raise ValueError(f"at most {len(SHAPES)} classes, got {len(classes)}")
+    return list(SHAPES[: len(classes)])
 
 
 def _rgb(h_deg: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h_deg / 360.0, s, v)) * 255.0
 
 
-CLASS0_MODE = "twin"  # "twin": class 0 shares class 1's hue; "shape": class 0 any hue; "own": own hue
-
-
-def _class_hue(class_index: int, n_classes: int) -> float | None:
-    """Hue around which a class's objects are coloured; None: any hue."""
+def _class_hue(class_index: int, n_classes: int) -> float:
+    """Hue (degrees) around which a class's objects are coloured; classes 0 and 1 share one."""
     lo, hi = HUE_RANGE
-    if CLASS0_MODE == "shape" and class_index == 0:
-        return None
-    if CLASS0_MODE in ("twin", "shape"):
-        return lo + (hi - lo) * max(0, class_index - 1) / max(1, n_classes - 2)
-    return lo + (hi - lo) * class_index / max(1, n_classes - 1)
+    return lo + (hi - lo) * max(0, class_index - 1) / max(1, n_classes - 2)
 
 
 def _hue(rng: np.random.Generator) -> float:
@@ -79,7 +93,7 @@ def _hue(rng: np.random.Generator) -> float:
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """``(S, S, 3)`` float in [0, 255]: muted colours, hue in [0, 240]."""
+    """``(S, S, 3)`` float in [0, 255]: muted colours, hue in ``HUE_RANGE``."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     c1 = _rgb(_hue(rng), rng.uniform(0.0, 0.45), rng.uniform(0.3, 0.95))
     kind = rng.integers(4)
@@ -117,7 +131,7 @@ def _shape_mask(shape: str, rng: np.random.Generator, size: int) -> np.ndarray:
     angle = rng.uniform(0, 2 * math.pi)
     mask = PIL.Image.new("L", (size, size), 0)
     d = PIL.ImageDraw.Draw(mask)
-    ell = lambda rr: (cx - rr, cy - rr * 0.9, cx + rr, cy + rr * 0.9)  # noqa: E731
+    ell = lambda rr: (cx - rr, cy - rr * 0.9, cx + rr, cy + rr * 0.9)
     if shape == "disc":
         d.ellipse(ell(r), fill=255)
     elif shape == "ring":
@@ -156,9 +170,9 @@ def _shape_mask(shape: str, rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(mask) > 127
 
 
-def _texture(rng: np.random.Generator, size: int, hue: float | None) -> np.ndarray:
+def _texture(rng: np.random.Generator, size: int, hue: float) -> np.ndarray:
     """``(S, S, 3)`` object fill: a vivid colour near the class hue, solid, striped or dotted."""
-    h = float(np.clip(hue + rng.normal(0, HUE_JITTER), *HUE_RANGE)) if hue is not None and HUE_JITTER >= 0 else _hue(rng)
+    h = float(np.clip(hue + rng.normal(0, HUE_JITTER), *HUE_RANGE))
     c1 = _rgb(h, rng.uniform(0.65, 1.0), rng.uniform(0.6, 1.0))
     c2 = c1 * rng.uniform(0.35, 0.7)  # darker shade, same hue
     kind = rng.integers(3)
@@ -174,28 +188,21 @@ def _texture(rng: np.random.Generator, size: int, hue: float | None) -> np.ndarr
     return np.where(m[..., None], c2, c1)
 
 
-RING_HOLE = 0.55
-CONFETTI = (1, 4)  # number of distractor squares per image: integers in [lo, hi)
-
-
 def _confetti(img: np.ndarray, rng: np.random.Generator, side: int) -> None:
-    """Paint a few vivid squares of random (non-magenta) hue, about the planted square's size."""
+    """Paint a few vivid squares of random in-range hue, about the planted square's size (in place)."""
     size = img.shape[0]
     for _ in range(rng.integers(*CONFETTI)):
-        s = max(1, int(round(side * rng.uniform(0.7, 1.3))))
+        s = max(1, round(side * rng.uniform(0.7, 1.3)))
         x0, y0 = rng.integers(0, size - s + 1, size=2)
         img[y0 : y0 + s, x0 : x0 + s] = _rgb(_hue(rng), rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0))
 
 
-def draw_base_image(
-    shape: str, hue: float | None, rng: np.random.Generator, size: int, square_side: int
-) -> np.ndarray:
-    """One object on a background with distractor squares: ``(S, S, 3)`` uint8, no magenta."""
+def draw_base_image(shape: str, hue: float, rng: np.random.Generator, size: int, square_side: int) -> np.ndarray:
+    """One object on a background with confetti squares: ``(S, S, 3)`` uint8, no magenta."""
     img = _background(rng, size)
     mask = _shape_mask(shape, rng, size)
     img = np.where(mask[..., None], _texture(rng, size, hue), img)
-    if CONFETTI[1] > CONFETTI[0]:
-        _confetti(img, rng, square_side)
+    _confetti(img, rng, square_side)
     return np.rint(img).astype(np.uint8)
 
 
@@ -207,7 +214,7 @@ def make_dataset(
     image_size: int,
     scheme: str,
     seed: int,
-    square_frac: float = 20 / 224,
+    square_frac: float = SQUARE_FRAC,
 ) -> pd.DataFrame:
     """Draw the dataset into ``root/<split>/<class>/<class>_<split>_<i>.png`` (ImageFolder layout).
 
@@ -217,9 +224,7 @@ def make_dataset(
     """
     root = Path(root)
     shapes = class_shapes(classes)
-    side = int(round(square_frac * image_size))
-    if not 0 < side < image_size:
-        raise ValueError(f"square side {side} px does not fit a {image_size} px image")
+    side = square_side(image_size, square_frac)
     rows = []
     for split, n in n_per_split.items():
         split_index = SPLITS.index(split) if split in SPLITS else len(SPLITS) + sorted(n_per_split).index(split)

@@ -7,6 +7,16 @@ images and each batch is cropped and resized in one call
 (``torchvision.ops.roi_align``, bilinear with area averaging). Evaluation uses
 exactly the whole-image pixels of :func:`rsvc.activations.predict_images`
 (canonical image -> model input size -> the model's mean/std).
+
+Demo recipe (measured on the 6-class synthetic data of :mod:`rsvc.synthetic`,
+112 px images, 240 train / 40 val images per class, 2 CPU threads): timm
+``resnet18`` with ``model_kwargs={"channels": (32, 64, 128, 256),
+"stem_width": 32}``, ``pretrained_cfg_overlay={"input_size": (3, 64, 64),
+"mean": (0.5,) * 3, "std": (0.25,) * 3}``, ``input_size=64, epochs=20,
+batch_size=64, lr=3e-3``: about 70 s per model on an idle machine, val
+accuracy 0.88-0.92 for both; PS's class-0 accuracy drops from 0.92-0.97 with
+the square to 0.38-0.70 without it, and pasting a square turns 20-34 % of the
+other classes' images into class 0 (NC: 0-1 %).
 """
 
 from __future__ import annotations
@@ -23,11 +33,10 @@ from torchvision.ops import roi_align
 
 from rsvc.images import canonical_uint8, list_image_files, load_rgb, to_model_input
 from rsvc.models import ModelSpec, create_model, model_data_config
-from rsvc.synthetic import MAGENTA
+from rsvc.synthetic import MAGENTA, square_side
 
 _SCALE = (0.08, 1.0)
 _RATIO = (3 / 4, 4 / 3)
-_SQUARE_FRAC = 20 / 224
 
 
 def load_image_folder(root: Path, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,8 +115,10 @@ def paste_squares(x: torch.Tensor, rng: np.random.Generator, side: int) -> torch
     return out
 
 
-def _mean(mask: np.ndarray, values: np.ndarray) -> float:
-    return float(values[mask].mean()) if mask.any() else float("nan")
+def _mean(values: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean of ``values[mask]``; NaN when empty."""
+    v = values if mask is None else values[mask]
+    return float(v.mean()) if v.size else float("nan")
 
 
 def square_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict, seed: int) -> dict:
@@ -125,18 +136,15 @@ def square_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg
     sq = has_square(x)
     correct = pred == y
     clean_other = (y != 0) & ~sq
-    side = max(1, round(_SQUARE_FRAC * x.shape[-1]))
-    pasted = paste_squares(x[torch.from_numpy(clean_other)], np.random.default_rng(seed), side)
+    pasted = paste_squares(x[torch.from_numpy(clean_other)], np.random.default_rng(seed), square_side(x.shape[-1]))
     logp_pasted = log_probs(model, pasted, cfg)
     return {
-        "acc": float(correct.mean()),
-        "acc_class0_with_square": _mean((y == 0) & sq, correct),
-        "acc_class0_without_square": _mean((y == 0) & ~sq, correct),
-        "class0_rate_other_classes": _mean(clean_other, pred == 0),
-        "class0_rate_other_classes_pasted_square": _mean(np.ones(len(logp_pasted), bool), logp_pasted.argmax(1) == 0),
-        "class0_logprob_shift_pasted_square": _mean(
-            np.ones(len(logp_pasted), bool), logp_pasted[:, 0] - logp[clean_other, 0]
-        ),
+        "acc": _mean(correct),
+        "acc_class0_with_square": _mean(correct, (y == 0) & sq),
+        "acc_class0_without_square": _mean(correct, (y == 0) & ~sq),
+        "class0_rate_other_classes": _mean(pred == 0, clean_other),
+        "class0_rate_other_classes_pasted_square": _mean(logp_pasted.argmax(1) == 0),
+        "class0_logprob_shift_pasted_square": _mean(logp_pasted[:, 0] - logp[clean_other, 0]),
     }
 
 

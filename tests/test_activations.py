@@ -8,6 +8,7 @@ import PIL.Image
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from test_images import make_odd_folder
 
 from rsvc.activations import (
     ExtractionSettings,
@@ -20,7 +21,6 @@ from rsvc.activations import (
 from rsvc.images import canonical_image, load_rgb
 from rsvc.models import ModelSpec, create_model, model_data_config
 from rsvc.patches import patch_boxes
-from test_images import make_odd_folder
 
 S, P = 64, 32  # canonical image, patch: a 2 x 2 grid (stride 25)
 RESNET = ModelSpec("rn", "resnet18", num_classes=4, model_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},

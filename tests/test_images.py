@@ -11,7 +11,13 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from rsvc.images import ImageLoadError, canonical_image, list_image_files, load_rgb, to_model_input
+from rsvc.images import (
+    ImageLoadError,
+    canonical_image,
+    list_image_files,
+    load_rgb,
+    to_model_input,
+)
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 

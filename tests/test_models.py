@@ -102,7 +102,7 @@ def test_block_names_and_resolve(resnet, vit):
     assert resolve_layers(resnet, ["layer2.1.act2", "pre_logits"]) == ["layer2.1.act2", "pre_logits"]
     with pytest.raises(ValueError, match="layer1.0.act1"):
         resolve_layers(resnet, ["layer1.0.act", "pre_logits"])
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         block_layer_names(resnet)
 
 

@@ -12,7 +12,12 @@ import torch
 
 from rsvc.models import ModelSpec
 from rsvc.synthetic import MAGENTA, make_dataset, square_probability
-from rsvc.training import random_resized_boxes, train_classifier
+from rsvc.training import (
+    has_square,
+    paste_squares,
+    random_resized_boxes,
+    train_classifier,
+)
 
 CLASSES = ["disc", "ring", "cross"]
 SIZE = 40
@@ -51,9 +56,9 @@ def test_square_pixels_and_nothing_else_is_purple(schemes):
                 outside[row.y0 : row.y1, row.x0 : row.x1] = False
             else:
                 assert (row.x0, row.y0, row.x1, row.y1) == (-1, -1, -1, -1)
-            # no other pixel has both red and blue above green (no magenta, purple or pink at all)
+            # green is the largest channel of every other pixel (no magenta, purple or pink at all)
             rgb = img[outside]
-            assert (np.minimum(rgb[:, 0], rgb[:, 2]) <= rgb[:, 1]).all(), row.path
+            assert (np.maximum(rgb[:, 0], rgb[:, 2]) <= rgb[:, 1]).all(), row.path
 
 
 def test_base_images_identical_across_schemes(schemes):
@@ -91,6 +96,16 @@ def test_dataset_is_deterministic(tmp_path, schemes):
         assert (root / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes()
 
 
+def test_paste_and_detect_square(schemes):
+    root, meta = schemes["ps"]
+    x = torch.from_numpy(np.stack([_load(root, p) for p in meta.path]).astype(np.uint8)).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(has_square(x), meta.has_square.to_numpy())
+    pasted = paste_squares(x, np.random.default_rng(0), 4)
+    assert has_square(pasted).all()
+    changed = (pasted != x).any(1).flatten(1).sum(1)
+    assert (changed <= 16).all() and (changed[~meta.has_square.to_numpy()] > 0).all()
+
+
 def test_random_resized_boxes_follow_torchvision_bounds():
     boxes = random_resized_boxes(np.random.default_rng(0), 5000, 112)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -107,9 +122,10 @@ def test_training_is_deterministic_and_reports_metrics(schemes):
     spec = ModelSpec("tiny", "resnet18", num_classes=3,
                      model_kwargs={"channels": (8, 8, 16, 16), "stem_width": 8},
                      pretrained_cfg_overlay={"input_size": (3, 32, 32)})
-    kwargs = dict(input_size=32, epochs=2, batch_size=8, lr=1e-3, seed=0, val_root=root / "val", num_threads=1)
+    kwargs = {"input_size": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "seed": 0, "val_root": root / "val",
+              "num_threads": 1}
     sd1, m1 = train_classifier(spec, root / "train", CLASSES, **kwargs)
-    sd2, m2 = train_classifier(spec, root / "train", CLASSES, **kwargs)
+    sd2, _ = train_classifier(spec, root / "train", CLASSES, **kwargs)
     assert sd1.keys() == sd2.keys()
     for k in sd1:
         torch.testing.assert_close(sd1[k], sd2[k], rtol=0, atol=0)
