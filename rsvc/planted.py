@@ -27,3 +27,25 @@ def square_counts_in_top(U: np.ndarray, contains: np.ndarray, n: int = 10) -> np
     """
     order = np.argsort(-U, axis=0, kind="stable")[:n]
     return contains[order].sum(axis=0)
+
+
+def square_concept(U: np.ndarray, contains: np.ndarray, n: int = 10) -> int:
+    """The concept whose top-``n`` patches most often contain the square.
+
+    Ties (several concepts with, say, 10 of 10) are broken by looking deeper
+    into the ranking: the count among the top ``2n``, then ``4n``, ... patches,
+    so the concept that responds to the square most exclusively wins; the
+    lowest index wins a tie that survives the whole ranking.
+
+    U: (m, k) coefficients of held-out patches; contains: (m,) bool -> concept index
+    """
+    m, k = U.shape
+    candidates = np.arange(k)
+    depth = n
+    while len(candidates) > 1:
+        counts = square_counts_in_top(U[:, candidates], contains, n=min(depth, m))
+        candidates = candidates[counts == counts.max()]
+        if depth >= m:
+            break
+        depth *= 2
+    return int(candidates[0])

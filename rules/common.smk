@@ -126,6 +126,19 @@ def pixel_params():
     }
 
 
+def prediction_params():
+    """Extraction settings that predictions use: always full precision, so
+    autocast and storage_dtype (activation-only speed settings) never change
+    which images are classified correctly."""
+    ex = config["extraction"]
+    return {k: ex[k] for k in ("batch_size", "num_workers", "device")}
+
+
+def pool_cap(split):
+    """pool_images_per_class applies to the concept pool split only."""
+    return DATASET["pool_images_per_class"] if split == POOL_SPLIT else None
+
+
 def predictions_path(model, split, shard):
     return f"{OUT}/predictions/{model}/{split}/shard{shard}.tsv"
 

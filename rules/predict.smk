@@ -12,8 +12,8 @@ rule predict:
         pixels=pixel_params(),
         classes=CLASSES,
         shard_classes=lambda wc: shard_classes(wc.shard),
-        pool_images_per_class=DATASET["pool_images_per_class"],
-        extraction=config["extraction"],
+        pool_images_per_class=lambda wc: pool_cap(wc.split),
+        extraction=prediction_params(),
     log:
         f"{OUT}/logs/predict/{{model}}/{{split}}/shard{{shard}}.log",
     benchmark:

@@ -10,7 +10,7 @@ from rsvc.compare import direction
 from rsvc.io import read_strings, write_table
 from rsvc.jobs import is_skipped
 from rsvc.patches import patch_boxes
-from rsvc.planted import overlap_fraction, square_counts_in_top
+from rsvc.planted import overlap_fraction, square_concept, square_counts_in_top
 from rsvc.runtime import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -42,7 +42,7 @@ else:
                       row_meta[["x0", "y0", "x1", "y1"]].to_numpy(float) * scale, np.nan)
     contains = overlap_fraction(boxes[pidx], square) >= 0.5
     counts = square_counts_in_top(U, contains, n=p.top_n)
-    best = int(np.argmax(counts))
+    best = square_concept(U, contains, n=p.top_n)
     table = pd.DataFrame({
         "concept": np.arange(U.shape[1]), "square_in_top": counts, "top_n": p.top_n,
         "cmcs_pearson": cmcs, "smcs_pearson": smcs, "is_square_concept": np.arange(U.shape[1]) == best,
