@@ -5,8 +5,8 @@ The report is checked against independent oracles: the embedded files must be by
 the workflow's outputs, the captions must be the docutils rendering of our ``report/*.rst``, and the
 images Chromium displays must have the pixel size that PIL reads from the PNG files.
 
-Set ``RSVC_TINY_RUN=<dir>`` to reuse a completed tiny run (a copy of it is used) instead of
-running the workflow (~4 min), and ``RSVC_REPORT_SHOTS=<dir>`` to keep the screenshots.
+Set ``RSVC_TINY_RUN=<dir>`` to reuse a completed tiny run, or a checkout after ``make demo``
+(a copy of it is used), instead of running the workflow (~4 min), and ``RSVC_REPORT_SHOTS=<dir>`` to keep the screenshots.
 """
 
 from __future__ import annotations
@@ -105,15 +105,19 @@ def decode_data_uri(uri: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, tiny_run):
+def report(tmp_path_factory, request):
     """(run directory, config, report HTML path) of a completed tiny run and its report."""
     workdir = tmp_path_factory.mktemp("report_run")
     reuse = os.environ.get("RSVC_TINY_RUN")
-    shutil.copytree(reuse or tiny_run[0], workdir, symlinks=True, dirs_exist_ok=True)
-    cfg = yaml.safe_load((workdir / "tiny.yaml").read_text())
+    source = Path(reuse) if reuse else request.getfixturevalue("tiny_run")[0]
+    ignore = shutil.ignore_patterns(".venv", ".git")
+    shutil.copytree(source, workdir, symlinks=True, dirs_exist_ok=True, ignore=ignore)
+    config = workdir / "tiny.yaml"
+    if not config.exists():  # a `make demo` checkout: its config.yaml
+        config = workdir / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
     path = workdir / "results" / "report.html"
-    run_snakemake("--configfile", str(workdir / "tiny.yaml"), "--report", str(path),
-                  cwd=workdir, timeout=300)
+    run_snakemake("--configfile", str(config), "--report", str(path), cwd=workdir, timeout=300)
     return workdir, cfg, path
 
 
