@@ -17,7 +17,7 @@ safeguard that keeps the scheme monotone: an extrapolated iterate is accepted
 only if it does not increase the objective, otherwise a plain step is taken.
 They stop when the relative decrease of ``||A - U W||_F^2`` over one iteration
 falls below ``tol``; a last W step then makes ``W`` optimal for the returned
-``U``. Deterministic for a given ``seed`` (it seeds the randomised SVD).
+``U``. Concepts are returned largest first (:func:`concept_order`). Deterministic for a given ``seed`` (it seeds the randomised SVD).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Factorization", "choose_method", "nmf", "semi_nmf", "factorize"]
+__all__ = ["Factorization", "choose_method", "concept_order", "nmf", "semi_nmf", "factorize"]
 
 # HALS sweeps per large product (A W^T or U^T A): a sweep costs O((n + d) k^2),
 # the product O(n d k), so a few sweeps per product are almost free and cut
@@ -94,6 +94,20 @@ def semi_nmf(A: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 200, tol: 
     A = _as_float(A)
     U, W = _nndsvd(A, k, seed)
     return _fit(A, U, W, "seminmf", max_iter, tol)
+
+
+def concept_order(U: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Canonical concept order: by the norm of each rank-one term ``U[:, j] W[j]``, largest first.
+
+    ``||U[:, j] W[j]||_F = ||U[:, j]|| ||W[j]||`` does not depend on how the
+    scale is split between ``U`` and ``W``. Without it the order would be
+    that of the initial singular vectors, which swap under tiny changes of
+    ``A`` (e.g. bf16 activations) even when the fitted concepts do not.
+
+    U: (n, k), W: (k, d) -> (k,) permutation
+    """
+    energy = np.linalg.norm(U, axis=0).astype(np.float64) * np.linalg.norm(W, axis=1).astype(np.float64)
+    return np.argsort(-energy, kind="stable")
 
 
 def _as_float(A: np.ndarray) -> np.ndarray:
@@ -167,9 +181,10 @@ def _fit(A: np.ndarray, U: np.ndarray, W: np.ndarray, method: str, max_iter: int
         objective[-1] = min(objective[-1], max(obj, 0.0))
     resid = A - U @ W
     rel_error = float(np.sqrt(np.vdot(resid, resid) / norm_a2)) if norm_a2 > 0 else 0.0
+    order = concept_order(U, W)
     return Factorization(
-        U=np.ascontiguousarray(U),
-        W=W,
+        U=np.ascontiguousarray(U[:, order]),
+        W=np.ascontiguousarray(W[order]),
         method=method,
         rel_error=rel_error,
         n_iter=len(objective),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import NMF
 
-from rsvc.factorization import Factorization, choose_method, factorize, nmf, semi_nmf
+from rsvc.factorization import Factorization, choose_method, concept_order, factorize, nmf, semi_nmf
 
 
 def planted_nonneg(rng, n=150, d=40, k=5):
@@ -94,3 +94,16 @@ def test_deterministic_and_float32():
 def test_nmf_rejects_negative_input():
     with pytest.raises(ValueError):
         nmf(-np.ones((5, 3)), 2)
+
+
+def test_concepts_come_largest_first_and_order_is_scale_free():
+    rng = np.random.default_rng(3)
+    A = rng.random((120, 5)) @ rng.random((5, 30)) * np.array([1, 4, 2, 8, 3])[None, :].repeat(6, 1)
+    fac = nmf(A, 5, seed=0)
+    energy = np.linalg.norm(fac.U, axis=0) * np.linalg.norm(fac.W, axis=1)
+    assert (np.diff(energy) <= 0).all()
+    # brute force: the rank-one terms' Frobenius norms, computed as matrices
+    terms = [np.linalg.norm(np.outer(fac.U[:, j], fac.W[j])) for j in range(5)]
+    np.testing.assert_allclose(terms, energy, rtol=1e-6)
+    scale = rng.uniform(0.1, 10, 5)
+    np.testing.assert_array_equal(concept_order(fac.U * scale, fac.W / scale[:, None]), concept_order(fac.U, fac.W))

@@ -2,7 +2,15 @@
 ``extraction.autocast: bf16`` against its float32 run (issue 7).
 
 Only the activation half reruns (predictions are always full precision), and
-the layerwise MMCS matrices and per-concept CMCS stay within 0.01 and 0.02.
+the layerwise MMCS matrices stay within 0.01 and per-concept CMCS within 0.02.
+
+Concepts are compared by identity, not by index: NMF concepts are ordered by
+size (``rsvc.factorization.concept_order``) and two concepts of nearly equal
+size may swap places when the activations change in the third digit, so each
+bf16 concept is paired with the fp32 concept of the same class and model whose
+``pre_logits`` direction it matches (Hungarian assignment on cosine). A
+concept NMF did not find again (cosine < 0.99: a different local optimum) has
+no counterpart to compare; at most a fifth of them may be such.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.optimize import linear_sum_assignment
 
 from conftest import run_tiny
 from test_workflow import dry_run_jobs
@@ -62,7 +71,19 @@ def test_bf16_is_recorded_in_the_activation_files(bf16_run):
                 assert str(f.attrs["autocast"]) == expected, path
 
 
-def test_bf16_mmcs_and_cmcs_match_fp32(bf16_run):
+def _match_concepts(fp32, bf16, model, class_id):
+    """bf16 concept index -> (fp32 concept index, cosine of their pre_logits directions)."""
+    def unit_w(out):
+        with h5py.File(out / f"concepts/{model}/{class_id}.h5", "r") as f:
+            W = f["W/pre_logits"][()]
+        return W / np.linalg.norm(W, axis=1, keepdims=True)
+
+    cos = unit_w(bf16) @ unit_w(fp32).T
+    rows, cols = linear_sum_assignment(-cos)
+    return {int(r): (int(c), float(cos[r, c])) for r, c in zip(rows, cols)}
+
+
+def test_bf16_mmcs_matches_fp32(bf16_run):
     fp32, bf16, _ = bf16_run
     a, b = _mmcs(fp32), _mmcs(bf16)
     for kind in a:
@@ -71,7 +92,25 @@ def test_bf16_mmcs_and_cmcs_match_fp32(bf16_run):
         diff = np.nanmax(np.abs(a[kind] - b[kind]))
         assert diff <= 0.01, f"layerwise MMCS ({kind}) differs by {diff:.4f}"
         assert diff > 0, "bf16 gave bit-identical MMCS: autocast was not applied"
+
+
+def test_bf16_cmcs_matches_fp32_concept_by_concept(bf16_run):
+    fp32, bf16, _ = bf16_run
     ta, tb = _table(fp32), _table(bf16)
     assert ta.index.equals(tb.index)
-    diff = np.nanmax(np.abs(ta["cmcs_pearson"].to_numpy() - tb["cmcs_pearson"].to_numpy()))
-    assert diff <= 0.02, f"CMCS differs by {diff:.4f}"
+    diffs, unmatched, total = [], 0, 0
+    for (class_id, direction), rows in tb.groupby(level=["class_id", "direction"]):
+        target = rows["target"].iloc[0]
+        pairs = _match_concepts(fp32, bf16, target, class_id)
+        for concept, cmcs in rows["cmcs_pearson"].droplevel([0, 1]).items():
+            j, cos = pairs[concept]
+            total += 1
+            if cos < 0.99:
+                unmatched += 1
+                continue
+            ref = ta.loc[(class_id, direction, j), "cmcs_pearson"]
+            if np.isnan(ref) and np.isnan(cmcs):
+                continue
+            diffs.append(abs(ref - cmcs))
+    assert unmatched <= total / 5, f"{unmatched} of {total} concepts not found again with bf16"
+    assert diffs and max(diffs) <= 0.02, f"CMCS differs by {max(diffs):.4f}"
