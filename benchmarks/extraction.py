@@ -117,7 +117,7 @@ def rss_job(args: argparse.Namespace) -> None:
     paths = sorted(str(p) for p in Path(args.rss_job).glob("*.jpg"))[: args.rss_images]
     model = create_model(ModelSpec("resnet50", "resnet50"))
     layers = resolve_layers(model, "relu") + ["pre_logits"]
-    settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=256,
+    settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=args.batch_size,
                                   num_workers=args.workers, device=args.device)
     t0 = time.perf_counter()
     extract_to_h5(model, layers, {"c": [(Path(p).stem, p) for p in paths]}, Path(args.rss_job) / "rss.h5",
@@ -125,7 +125,7 @@ def rss_job(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"images": len(paths), "layers": len(layers), "seconds": seconds,
+    print(json.dumps({"images": len(paths), "layers": len(layers), "batch_size": args.batch_size, "seconds": seconds,
                       "peak_rss_mib": peak, "peak_rss_worker_mib": workers_peak}))
 
 
@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--rss-images", type=int, default=None, help="images of the RSS job (default 200, quick 40)")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="patches per forward pass of the RSS job (extraction.batch_size; CPU memory grows with it)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto: cpu, plus cuda when present")
     parser.add_argument("--rss-job", default=None, help=argparse.SUPPRESS)
@@ -166,11 +168,11 @@ def main() -> None:
                       f"{r['rsvc_bf16_patches_per_s']:6.1f} ({r['speedup_bf16']:.2f}x, max rel diff "
                       f"{r['max_rel_diff_bf16']:.0e})", flush=True)
         cmd = [sys.executable, __file__, "--rss-job", str(work), "--rss-images", str(n_rss),
-               "--workers", str(args.workers), "--device", str(devices[-1])]
+               "--workers", str(args.workers), "--device", str(devices[-1]), "--batch-size", str(args.batch_size)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         job = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        print(f"resnet50 extraction job, {job['images']} images, {job['layers']} layers on {devices[-1]}: "
+        print(f"resnet50 extraction job, {job['images']} images, {job['layers']} layers, batch {job['batch_size']} on {devices[-1]}: "
               f"{job['seconds']:.1f} s, peak RSS {job['peak_rss_mib']:.0f} MiB "
               f"(largest worker {job['peak_rss_worker_mib']:.0f} MiB)")
         for r in rows:
