@@ -82,7 +82,8 @@ def naive_extract(model: torch.nn.Module, layers: list[str], paths: list[str], d
     return {n: np.concatenate(v) for n, v in out.items()}
 
 
-def bench_model(name: str, paths: list[str], device: torch.device, workdir: Path, workers: int) -> dict:
+def bench_model(name: str, paths: list[str], device: torch.device, workdir: Path, workers: int,
+                batch_size: int) -> dict:
     torch.manual_seed(0)
     model = create_model(ModelSpec(name, name), device=device)
     layers = resolve_layers(model, MODELS[name]) + ["pre_logits"]
@@ -97,7 +98,7 @@ def bench_model(name: str, paths: list[str], device: torch.device, workdir: Path
     result = {"model": name, "device": str(device), "layers": len(layers), "patches": n_patches,
               "naive_patches_per_s": n_patches / t_naive}
     for label, autocast in (("fp32", None), ("bf16", "bf16")):
-        settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=256,
+        settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=batch_size,
                                       num_workers=workers, device=str(device), autocast=autocast)
         t0 = time.perf_counter()
         extract_to_h5(model, layers, items, workdir / f"{name}_{label}.h5", settings, {"model": name})
@@ -137,7 +138,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64,
-                        help="patches per forward pass of the RSS job (extraction.batch_size; CPU memory grows with it)")
+                        help="patches per forward pass (extraction.batch_size; CPU memory grows with it)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto: cpu, plus cuda when present")
     parser.add_argument("--rss-job", default=None, help=argparse.SUPPRESS)
@@ -153,14 +154,14 @@ def main() -> None:
     if args.device == "auto" and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, devices {[str(d) for d in devices]}, "
-          f"{n_images} images x 16 patches per model", flush=True)
+          f"{n_images} images x 16 patches per model, batch {args.batch_size}, {args.workers} workers", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         paths = make_images(work, max(n_images, n_rss))
         rows = []
         for device in devices:
             for name in args.models:
-                r = bench_model(name, paths[:n_images], device, work, args.workers)
+                r = bench_model(name, paths[:n_images], device, work, args.workers, args.batch_size)
                 rows.append(r)
                 print(f"{r['model']:>22s} {r['device']:>4s} ({r['layers']} layers): naive "
                       f"{r['naive_patches_per_s']:6.1f} patches/s | rsvc fp32 {r['rsvc_fp32_patches_per_s']:6.1f} "
