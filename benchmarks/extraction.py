@@ -40,6 +40,7 @@ from rsvc.activations import (
 from rsvc.images import canonical_image, load_rgb, to_model_input
 from rsvc.models import ModelSpec, create_model, model_data_config, resolve_layers
 from rsvc.patches import extract_patches
+from rsvc.runtime import bound_heap
 
 MODELS = {"resnet18": "relu", "resnet50": "relu", "vit_small_patch16_224": "blocks"}
 IMAGE_SIZE, PATCH_SIZE = 224, 64
@@ -114,7 +115,9 @@ def bench_model(name: str, paths: list[str], device: torch.device, workdir: Path
 
 
 def rss_job(args: argparse.Namespace) -> None:
-    """Child process: one resnet50 extraction job; prints its peak RSS (MiB) as JSON."""
+    """Child process: one resnet50 extraction job, set up as the workflow's; prints its peak RSS (MiB) as JSON."""
+    if resolve_device(args.device).type == "cpu":
+        bound_heap()  # as workflow_scripts/activations.py does
     paths = sorted(str(p) for p in Path(args.rss_job).glob("*.jpg"))[: args.rss_images]
     model = create_model(ModelSpec("resnet50", "resnet50"))
     layers = resolve_layers(model, "relu") + ["pre_logits"]
