@@ -33,6 +33,7 @@ import torch
 
 from rsvc.activations import (
     ExtractionSettings,
+    bound_heap_on_cpu,
     extract_to_h5,
     read_class_activations,
     resolve_device,
@@ -40,7 +41,6 @@ from rsvc.activations import (
 from rsvc.images import canonical_image, load_rgb, to_model_input
 from rsvc.models import ModelSpec, create_model, model_data_config, resolve_layers
 from rsvc.patches import extract_patches
-from rsvc.runtime import bound_heap
 
 MODELS = {"resnet18": "relu", "resnet50": "relu", "vit_small_patch16_224": "blocks"}
 IMAGE_SIZE, PATCH_SIZE = 224, 64
@@ -116,13 +116,12 @@ def bench_model(name: str, paths: list[str], device: torch.device, workdir: Path
 
 def rss_job(args: argparse.Namespace) -> None:
     """Child process: one resnet50 extraction job, set up as the workflow's; prints its peak RSS (MiB) as JSON."""
-    if resolve_device(args.device).type == "cpu":
-        bound_heap()  # as workflow_scripts/activations.py does
     paths = sorted(str(p) for p in Path(args.rss_job).glob("*.jpg"))[: args.rss_images]
     model = create_model(ModelSpec("resnet50", "resnet50"))
     layers = resolve_layers(model, "relu") + ["pre_logits"]
     settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=args.batch_size,
                                   num_workers=args.workers, device=args.device)
+    bound_heap_on_cpu(settings)  # as workflow_scripts/activations.py does
     t0 = time.perf_counter()
     extract_to_h5(model, layers, {"c": [(Path(p).stem, p) for p in paths]}, Path(args.rss_job) / "rss.h5",
                   settings, {})

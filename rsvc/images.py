@@ -68,7 +68,7 @@ def load_rgb(path: str | os.PathLike) -> PIL.Image.Image:
             img.load()
             img = PIL.ImageOps.exif_transpose(img)
             return _to_rgb(img)
-    except Exception as exc:
+    except Exception as exc:  # decoders of untrusted files raise many types
         raise ImageLoadError(f"{path}: {type(exc).__name__}: {exc}") from exc
 
 

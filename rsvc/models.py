@@ -64,7 +64,7 @@ def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return dict(safetensors.torch.load_file(str(path), device="cpu"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # UnpicklingError and friends
         raise ValueError(
             f"refusing checkpoint {path}: it is not a plain state dict of tensors "
             f"(torch.load(weights_only=True) failed: {type(exc).__name__}: {str(exc).splitlines()[0]}). "

@@ -59,12 +59,9 @@ def seed_everything(seed: int) -> None:
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-BOUNDED_HEAP = {"mmap_threshold": 128 * 1024, "trim_threshold": 128 * 1024, "arena_max": 2}
 
 
-def bound_heap(mmap_threshold: int = BOUNDED_HEAP["mmap_threshold"],
-               trim_threshold: int = BOUNDED_HEAP["trim_threshold"],
-               arena_max: int = BOUNDED_HEAP["arena_max"]) -> bool:
+def bound_heap(mmap_threshold: int = 128 * 1024, trim_threshold: int = 128 * 1024, arena_max: int = 2) -> bool:
     """Stop glibc's heap from holding on to freed feature maps (CPU forward passes).
 
     glibc raises its mmap threshold (up to 32 MiB) each time a large block is
