@@ -15,6 +15,7 @@ chunked HDF5 datasets while the next batch runs.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import queue
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 
 from rsvc.images import ImageLoadError, canonical_uint8, load_rgb, to_model_input
 from rsvc.io import atomic_path, set_attrs
-from rsvc.models import PRE_LOGITS, model_data_config
+from rsvc.models import PRE_LOGITS, fold_batchnorm, model_data_config
 from rsvc.patches import extract_patches, patch_boxes, patch_stride
 from rsvc.runtime import bound_heap
 from rsvc.store import read_class_activations, read_skipped  # noqa: F401 - re-exported
@@ -64,6 +65,7 @@ class ExtractionSettings:
     storage_dtype: str = "float32"  # or "float16"
     token: str = "cls"  # 3-D token outputs: "cls" (class token) or "mean" (of the non-prefix tokens)
     channels_last: bool = True
+    fold_batchnorm: bool = True  # eval BatchNorm folded into the conv before it (rsvc.models.fold_batchnorm)
 
     def __post_init__(self) -> None:
         if self.autocast not in (None, *_AUTOCAST_DTYPES):
@@ -143,7 +145,7 @@ def _pool(out: Any, token: str, num_prefix_tokens: int, has_cls: bool) -> torch.
     if isinstance(out, (tuple, list)):
         out = out[0]
     if out.ndim == 4:
-        return out.mean(dim=(2, 3), dtype=torch.float32)
+        return _spatial_mean(out)
     if out.ndim == 3:
         if token == "cls":
             if not has_cls:
@@ -153,6 +155,26 @@ def _pool(out: Any, token: str, num_prefix_tokens: int, has_cls: bool) -> torch.
     if out.ndim == 2:
         return out.float()
     raise ValueError(f"cannot pool a layer output of shape {tuple(out.shape)}")
+
+
+def _spatial_mean(x: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N, C)`` float32 mean, accumulated in float32.
+
+    bf16/fp16 maps on CPU are summed ``rows`` pixels at a time: torch's CPU
+    reduction with ``dtype=float32`` converts the whole map first, which costs
+    more than the convolution that made it.
+    """
+    if x.dtype == torch.float32 or x.device.type != "cpu":
+        return x.mean(dim=(2, 3), dtype=torch.float32)
+    n, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last):
+        pixels, dim = x.permute(0, 2, 3, 1).reshape(n, h * w, c), 1  # a view: (N, HW, C)
+    else:
+        pixels, dim = x.reshape(n, c, h * w), 2
+    total = torch.zeros((n, c), dtype=torch.float32, device=x.device)
+    for start in range(0, h * w, rows):
+        total += pixels.narrow(dim, start, min(rows, h * w - start)).float().sum(dim)
+    return total / (h * w)
 
 
 class _HookedForward:
@@ -204,11 +226,23 @@ def _autocast(device: torch.device, mode: str | None):
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[mode])
 
 
-def _prepare_model(model: nn.Module, device: torch.device, settings: ExtractionSettings) -> nn.Module:
-    model = model.to(device).eval()
+def _prepare_model(
+    model: nn.Module, device: torch.device, settings: ExtractionSettings, keep: Sequence[str] = ()
+) -> tuple[nn.Module, int]:
+    """-> (the model ready for inference, number of BatchNorms folded).
+
+    Folding works on a copy, so the caller's model keeps its modules; convs named
+    in ``keep`` (requested layers) are not folded.
+    """
+    model = model.eval()
+    folded = 0
+    if settings.fold_batchnorm and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        model = copy.deepcopy(model)
+        folded = fold_batchnorm(model, keep)
+    model = model.to(device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model
+    return model, folded
 
 
 def _model_inputs(x: torch.Tensor, cfg: dict, device: torch.device, settings: ExtractionSettings) -> torch.Tensor:
@@ -230,7 +264,7 @@ def predict_images(
     turns ``(paths, skipped)`` into the boolean mask of the kept paths.
     """
     device = resolve_device(settings.device)
-    model = _prepare_model(model, device, settings)
+    model, _ = _prepare_model(model, device, settings)
     cfg = model_data_config(model)
     dataset = _CanonicalImages(paths, settings.image_size, None)
     preds, probs, skipped = [], [], []
@@ -318,14 +352,14 @@ def extract_to_h5(
     - ``/<class_id>/patch_image``: ``(n_patches,)`` int64 index into ``image_ids``;
     - ``/<class_id>/patch_index``: ``(n_patches,)`` int64 position in the grid (row-major);
     - ``/skipped/{class_id,image_id,path,reason}``: the unreadable images (skipped with a warning);
-    - root attributes: the settings, ``layers``, ``classes``, ``model`` (``attrs["model"]`` or
+    - root attributes: the settings, ``folded_batchnorms``, ``layers``, ``classes``, ``model`` (``attrs["model"]`` or
       the timm architecture), the model's data config, the patch grid, and ``attrs``.
 
     Non-finite activations raise ``FloatingPointError`` naming model, layer, class and image.
     """
     layers = list(layers)
     device = resolve_device(settings.device)
-    model = _prepare_model(model, device, settings)
+    model, folded = _prepare_model(model, device, settings, keep=layers)
     cfg = model_data_config(model)
     model_name = str(attrs.get("model", getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)))
     storage = _STORAGE_DTYPES[settings.storage_dtype]
@@ -343,6 +377,7 @@ def extract_to_h5(
         root_attrs = {
             **asdict(settings),
             "device_used": str(device),
+            "folded_batchnorms": folded,
             "layers": layers,
             "classes": list(items),
             "model": model_name,

@@ -39,14 +39,15 @@ def demo_config() -> dict:
 
 
 def tiny_config(base: dict) -> dict:
-    """The demo, shrunk: 3 classes, 64 px images, 1 training epoch, k = 5."""
+    """The demo, shrunk: 3 classes, 64 px images, k = 5, 15 training epochs (a few seconds:
+    enough for both models to classify every class, so every class is compared)."""
     cfg = copy.deepcopy(base)
     classes = cfg["synthetic"]["classes"][:3]
     cfg["synthetic"].update(classes=classes, n_per_split={"train": 36, "val": 12, "test": 2}, image_size=64)
     cfg["dataset"].update(classes=classes, image_size=64, patch_size=16)
     for spec in cfg["models"].values():
         spec["num_classes"] = 3
-        spec["train"].update(epochs=1, input_size=32, batch_size=32)
+        spec["train"].update(epochs=15, input_size=32, batch_size=32)
         spec["pretrained_cfg_overlay"]["input_size"] = [3, 32, 32]
     cfg["concepts"].update(k=5, concept_images=12, shared_images=20, heldout_images=8, max_iter=100)
     cfg["gallery"].update(n=4, concepts_per_direction=1)

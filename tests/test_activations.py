@@ -12,6 +12,7 @@ from test_images import make_odd_folder
 
 from rsvc.activations import (
     ExtractionSettings,
+    _spatial_mean,
     extract_to_h5,
     predict_images,
     read_class_activations,
@@ -98,6 +99,9 @@ def test_resnet_hooks_match_manual_forward(tmp_path, resnet, images):
         assert f.attrs["model"] == "rn" and f.attrs["note"] == "test" and f.attrs["patch_size"] == P
         np.testing.assert_array_equal(f.attrs["patch_boxes"], patch_boxes(S, P))
         assert f["a/acts/act1"].dtype == np.float32
+        n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in resnet.modules())
+        assert f.attrs["fold_batchnorm"] and f.attrs["folded_batchnorms"] == n_bn == 21  # all, downsamples too
+    assert isinstance(resnet.bn1, torch.nn.BatchNorm2d)  # folded on a copy: the caller's model is unchanged
     acts, ids, patch_image, patch_index = read_class_activations(out, "b", ["act1"])
     assert list(acts) == ["act1"] and list(ids) == ["id2", "id3", "id4"]
     np.testing.assert_array_equal(patch_image, np.repeat([0, 1, 2], 4))
@@ -195,3 +199,14 @@ def test_predict_images_matches_manual(tmp_path, resnet, images):
         want = torch.softmax(resnet(x), 1).double().numpy()
     np.testing.assert_array_equal(pred, want.argmax(1))
     np.testing.assert_allclose(prob, want.max(1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_spatial_mean_accumulates_in_float32(channels_last, dtype):
+    x = torch.rand(3, 5, 23, 29, generator=torch.Generator().manual_seed(0)).to(dtype)  # 667 pixels: 3 chunks
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = _spatial_mean(x, rows=256)
+    assert got.dtype == torch.float32 and got.shape == (3, 5)
+    np.testing.assert_allclose(got.numpy(), x.double().mean((2, 3)).numpy(), rtol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ from rsvc.models import (
     ModelSpec,
     block_layer_names,
     create_model,
+    fold_batchnorm,
     head_parameters,
     load_state_dict_safely,
     model_data_config,
@@ -150,3 +152,57 @@ def test_pickled_objects_are_refused(tmp_path, resnet):
         with pytest.raises(ValueError, match=name):
             create_model(ModelSpec(**{**RESNET.__dict__, "checkpoint": str(tmp_path / name)}))
     assert not os.path.exists(marker)
+
+
+def randomised_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """float64 copy whose BatchNorms have non-trivial statistics and affine parameters."""
+    model = copy.deepcopy(model).double().eval()
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1)
+            m.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g, dtype=torch.float64) - 0.5)
+    return model
+
+
+MOBILENET = ModelSpec("m", "mobilenetv3_small_050", num_classes=5, pretrained_cfg_overlay={"input_size": (3, 32, 32)})
+
+
+@pytest.mark.parametrize("spec", [RESNET, MOBILENET], ids=["resnet18 (BatchNorm2d)", "mobilenetv3 (BatchNormAct2d)"])
+def test_fold_batchnorm_is_exact_in_float64(spec):
+    torch.manual_seed(0)
+    model = randomised_batchnorm(create_model(spec))
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    folded = copy.deepcopy(model)
+    assert fold_batchnorm(folded) == n_bn > 0
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-9, atol=1e-11)
+    assert fold_batchnorm(folded) == 0  # idempotent
+
+
+class _ConvUsedTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn_a = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+        self.b, self.bn_b = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+        self.c, self.bn_c = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        a = self.a(x)
+        return self.bn_a(a) + a + self.bn_b(self.b(x)) + self.bn_c(self.c(x))
+
+
+def test_fold_batchnorm_leaves_shared_and_kept_convs():
+    model = randomised_batchnorm(_ConvUsedTwice())
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    folded = copy.deepcopy(model)
+    assert fold_batchnorm(folded, keep=["c"]) == 1  # a's output is also read by the sum; c is kept
+    assert isinstance(folded.bn_a, nn.BatchNorm2d) and isinstance(folded.bn_c, nn.BatchNorm2d)
+    assert isinstance(folded.bn_b, nn.Identity)
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-9, atol=1e-11)
