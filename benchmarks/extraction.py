@@ -34,7 +34,6 @@ import torch
 
 from rsvc.activations import (
     ExtractionSettings,
-    bound_heap_on_cpu,
     extract_to_h5,
     read_class_activations,
     resolve_device,
@@ -115,6 +114,16 @@ def bench_model(name: str, paths: list[str], device: torch.device, workdir: Path
     return result
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS. Linux: VmHWM, which starts afresh at exec; ``ru_maxrss``
+    (the fallback) keeps the parent's peak across fork + exec and so over-reports here."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rss_job(args: argparse.Namespace) -> None:
     """Child process: one resnet50 extraction job, set up as the workflow's; prints its peak RSS (MiB) as JSON."""
     paths = sorted(str(p) for p in Path(args.rss_job).glob("*.jpg"))[: args.rss_images]
@@ -122,12 +131,11 @@ def rss_job(args: argparse.Namespace) -> None:
     layers = resolve_layers(model, "relu") + ["pre_logits"]
     settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=args.batch_size,
                                   num_workers=args.workers, device=args.device)
-    bound_heap_on_cpu(settings)  # as workflow_scripts/activations.py does
     t0 = time.perf_counter()
     extract_to_h5(model, layers, {"c": [(Path(p).stem, p) for p in paths]}, Path(args.rss_job) / "rss.h5",
                   settings, {})
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"images": len(paths), "layers": len(layers), "batch_size": args.batch_size, "seconds": seconds,
                       "peak_rss_mib": peak, "peak_rss_worker_mib": workers_peak}))

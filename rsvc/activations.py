@@ -38,7 +38,6 @@ from rsvc.images import ImageLoadError, canonical_uint8, load_rgb, to_model_inpu
 from rsvc.io import atomic_path, set_attrs
 from rsvc.models import PRE_LOGITS, fold_batchnorm, model_data_config
 from rsvc.patches import extract_patches, patch_boxes, patch_stride
-from rsvc.runtime import bound_heap
 from rsvc.store import read_class_activations, read_skipped  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -212,12 +211,6 @@ class _HookedForward:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-
-
-def bound_heap_on_cpu(settings: ExtractionSettings) -> bool:
-    """Call at the start of an extraction process: on CPU the feature maps live in the
-    host heap, so bound it (:func:`rsvc.runtime.bound_heap`). Returns whether it was bounded."""
-    return resolve_device(settings.device).type == "cpu" and bound_heap()
 
 
 def _autocast(device: torch.device, mode: str | None):

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import timm
 import timm.data
-from timm.layers import BatchNormAct2d
 import torch
+from timm.layers import BatchNormAct2d
 from torch import nn
 
 PRE_LOGITS = "pre_logits"

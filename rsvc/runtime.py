@@ -55,32 +55,3 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover
         pass
-
-
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-
-
-def bound_heap(mmap_threshold: int = 128 * 1024, trim_threshold: int = 128 * 1024, arena_max: int = 2) -> bool:
-    """Stop glibc's heap from holding on to freed feature maps (CPU forward passes).
-
-    glibc raises its mmap threshold (up to 32 MiB) each time a large block is
-    freed, after which feature-map-sized blocks come from the heap and stay
-    fragmented there: a resnet50 extraction job on CPU (batch 64) peaked at
-    6.3 GB RSS with the defaults and 1.8 GB with these fixed thresholds
-    (``benchmarks/extraction.py``), at about 30 % lower speed. Call it at the
-    start of a process, before large allocations. Returns False (and does
-    nothing) where the C library is not glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    ok = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
-    ok &= mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1
-    ok &= mallopt(_M_ARENA_MAX, int(arena_max)) == 1
-    return bool(ok)

@@ -1,6 +1,6 @@
 """Activations of one model at all its layers on the patches of an owner's image sets."""
 
-from rsvc.activations import bound_heap_on_cpu, extract_to_h5
+from rsvc.activations import extract_to_h5
 from rsvc.jobs import extraction_settings, model_spec, read_image_sets
 from rsvc.models import PRE_LOGITS, create_model, resolve_layers
 from rsvc.runtime import limit_threads, seed_everything, setup_logging
@@ -11,7 +11,6 @@ seed_everything(0)
 p = snakemake.params
 w = snakemake.wildcards
 settings = extraction_settings(p.pixels, p.extraction, token=p.analysis["token"])
-log.info("bounded glibc heap (CPU extraction): %s", bound_heap_on_cpu(settings))
 model = create_model(model_spec(p.spec), device="cpu")
 layers = resolve_layers(model, p.analysis["layers"])
 layers += [PRE_LOGITS] if PRE_LOGITS not in layers else []  # regression/importance layer, always last
