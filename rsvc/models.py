@@ -254,11 +254,12 @@ def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
 
 
 def fold_batchnorm(model: nn.Module, keep: Iterable[str] = ()) -> int:
-    """Fold each eval-mode BatchNorm2d into the Conv2d before it, in place; returns the count.
+    """Fold each eval-mode BatchNorm2d (or timm BatchNormAct2d) into the Conv2d before it, in
+    place; returns the count.
 
     The conv gets ``W * g / sqrt(var + eps)`` and ``(b - mean) * g / sqrt(var + eps) + beta``
-    (computed in float64) and the BatchNorm becomes ``nn.Identity``, so forward hooks on
-    its name still see the same tensor. Pairs whose conv is in ``keep`` (a layer whose
+    (computed in float64); a BatchNorm2d becomes ``nn.Identity`` and a BatchNormAct2d
+    ``nn.Sequential(drop, act)``, so forward hooks on its name still see the same tensor. Pairs whose conv is in ``keep`` (a layer whose
     own output is needed) are left alone. The outputs change only by float rounding.
     """
     keep = set(keep)
