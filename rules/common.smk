@@ -193,19 +193,19 @@ def planted_pair():
 # ------------------------------------------------------------------ rule inputs
 def compare_inputs(wc):
     a, b = pair_models(wc.pair)
-    shard = shard_of(wc.class_id)
     return {
         "concepts_a": concepts_path(a, wc.class_id),
         "concepts_b": concepts_path(b, wc.class_id),
         "head_a": head_path(a),
         "head_b": head_path(b),
-        "acts": [
-            activations_path(m, o, split, shard)
-            for split in SPLITS
-            for m in (a, b)
-            for o in (a, b)
-        ],
+        "acts": [activations_path(m, o, split, shard_of(wc.class_id)) for m, o, split in compare_acts_keys(wc)],
     }
+
+
+def compare_acts_keys(wc):
+    """(model, owner, split) of each file in compare's ``input.acts``, in that order."""
+    a, b = pair_models(wc.pair)
+    return [[m, o, split] for split in SPLITS for m in (a, b) for o in (a, b)]
 
 
 def pair_class_inputs(wc):

@@ -8,6 +8,7 @@ rule compare:
         f"{OUT}/compare/{{pair}}/{{class_id}}.h5",
     params:
         models=lambda wc: list(pair_models(wc.pair)),
+        acts_keys=compare_acts_keys,
         splits={"pool": POOL_SPLIT, "heldout": HELDOUT_SPLIT},
         class_index=lambda wc: CLASS_INDEX[wc.class_id],
         shared_images=config["concepts"]["shared_images"],

@@ -7,7 +7,9 @@ rule concepts:
     output:
         f"{OUT}/concepts/{{model}}/{{class_id}}.h5",
     params:
-        concepts=config["concepts"],
+        concepts={
+            key: config["concepts"][key] for key in ("k", "min_images", "max_iter", "tol")
+        },
         decomposition=lambda wc: analysis_spec(wc.model)["decomposition"],
         seed=config["seed"],
     log:

@@ -69,3 +69,26 @@ def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
     run_tiny(workdir, cfg)
     return workdir, cfg
+
+
+# ------------------------------------------------------------------ measurements
+# Numbers a test measures but must not assert (they depend on the processor, e.g. how
+# often NMF lands in another optimum): printed at the end of the run, under "measurements".
+_MEASUREMENTS: list[str] = []
+
+
+@pytest.fixture
+def measurement(request):
+    """``measurement(text)``: report a measured number at the end of the pytest run."""
+
+    def record(text: str) -> None:
+        _MEASUREMENTS.append(f"{request.node.name}: {text}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MEASUREMENTS:
+        terminalreporter.section("measurements (this machine)")
+        for line in _MEASUREMENTS:
+            terminalreporter.write_line(line)

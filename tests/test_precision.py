@@ -1,47 +1,169 @@
 """bf16 autocast does not change the science: the tiny demo re-run with
-``extraction.autocast: bf16`` against its float32 run (issue 7).
+``extraction.autocast: bf16`` against its float32 run (issues 7 and 12).
 
-Only the activation half reruns (predictions are always full precision), and
-the layerwise MMCS matrices stay within 0.01 and per-concept CMCS within 0.02.
+What bf16 changes, and nothing else, is measured and bounded:
 
-Concepts are compared by identity, not by index: NMF concepts are ordered by
-size (``rsvc.factorization.concept_order``) and two concepts of nearly equal
-size may swap places when the activations change in the third digit, so each
-bf16 concept is paired with the fp32 concept of the same class and model whose
-``pre_logits`` direction it matches (Hungarian assignment on cosine). A
-concept NMF did not find again (cosine < 0.99: a different local optimum) has
-no counterpart to compare; at most a fifth of them may be such.
+1. the stored activations: per (file, class, layer) relative error
+   ``||A_bf16 - A_fp32|| / ||A_fp32||`` must stay below ``ACT_REL_BOUND``;
+2. the similarities recomputed from the bf16 activations with the float32
+   run's concepts (W held fixed, so no factorisation can move to another local
+   optimum): the layerwise MMCS within 0.01 and every CMCS within 0.02 of the
+   same computation on the float32 activations.
+
+The full pipeline's difference (bf16 refits the concepts, and NMF is
+non-convex, so a change in the third digit of the activations can move a
+factorisation to another local optimum, differently on each processor) is
+*reported*, next to the noise the factorisation itself has on the float32
+activations with another seed, not asserted against a fixed number: it
+measures NMF's luck, not bf16.
+
+A test of the test replaces the bf16 activations by the float32 ones with 5 %
+relative noise (what a broken autocast could look like) and checks that the
+bounds catch it.
 """
 
 from __future__ import annotations
 
 import copy
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
 
 from conftest import run_tiny
 from test_workflow import dry_run_jobs
 
+from rsvc.io import write_h5
+from rsvc.jobs import SKIPPED_ATTR, compare_job, concepts_job
+
 pytestmark = pytest.mark.workflow
 
 PAIR = "ps-vs-nc"
+# bf16 keeps 8 significant bits: unit roundoff u = 2**-8 = 0.0039 per rounding.
+# A forward pass rounds the input of every layer, so the error of a deep layer
+# is a few u; 0.03 (about 8 u) is far above what bf16 with float32
+# accumulation gives on any CPU (0.3 % seen) and far below 5 % noise.
+ACT_REL_BOUND = 0.03
+MMCS_BOUND = 0.01
+CMCS_BOUND = 0.02
 
 
-def _mmcs(out):
-    with h5py.File(out / f"pairs/{PAIR}/layerwise_mmcs.h5", "r") as f:
-        return {kind: f[kind][()] for kind in ("pearson", "spearman")}
+# ------------------------------------------------------------------ reading the runs
+def _activation_files(out: Path) -> dict[Path, Path]:
+    return {p.relative_to(out): p for p in sorted((out / "activations").rglob("*.h5"))}
 
 
-def _table(out):
-    df = pd.read_csv(out / f"pairs/{PAIR}/concepts.csv", dtype={"class_id": str})
-    return df.set_index(["class_id", "direction", "concept"]).sort_index()
+def _activation_errors(fp32: Path, other: Path) -> dict[tuple[str, str, str], float]:
+    """(file, class, layer) -> ||A_other - A_fp32|| / ||A_fp32|| over all patches of the class."""
+    errors = {}
+    files = _activation_files(fp32)
+    assert files and set(files) == set(_activation_files(other))
+    for rel, path in files.items():
+        with h5py.File(path, "r") as fa, h5py.File(other / rel, "r") as fb:
+            for cid in fa:
+                if "acts" not in fa[cid]:
+                    continue
+                for layer in fa[cid]["acts"]:
+                    A = fa[cid]["acts"][layer][()].astype(np.float64)
+                    B = fb[cid]["acts"][layer][()].astype(np.float64)
+                    assert A.shape == B.shape, (rel, cid, layer)
+                    errors[(str(rel), cid, layer)] = float(np.linalg.norm(B - A) / np.linalg.norm(A))
+    return errors
 
 
+def _compare_settings(cfg: dict) -> dict:
+    return dict(
+        splits={"pool": cfg["dataset"]["pool_split"], "heldout": cfg["dataset"]["heldout_split"]},
+        shared_images=cfg["concepts"]["shared_images"], regression=cfg["regression"],
+        replacement=cfg["replacement"], gallery_n=cfg["gallery"]["n"], seed=cfg["seed"],
+    )
+
+
+def _shard_file(out: Path, model: str, owner: str, split: str, class_id: str) -> Path:
+    for path in sorted((out / f"activations/{model}/on_{owner}/{split}").glob("shard*.h5")):
+        with h5py.File(path, "r") as f:
+            if class_id in f:
+                return path
+    return path  # the class has no images of this owner: any shard says so
+
+
+def _recompare(cfg: dict, acts_out: Path, concepts_dir: Path) -> dict[str, dict]:
+    """class -> compare results from ``acts_out``'s activations and the concepts in ``concepts_dir``."""
+    models = tuple(PAIR.split("-vs-"))
+    settings = _compare_settings(cfg)
+    results = {}
+    for class_id in cfg["dataset"]["classes"]:
+        acts = {(m, o, s): _shard_file(acts_out, m, o, s, class_id)
+                for m in models for o in models for s in settings["splits"].values()}
+        data, attrs = compare_job(
+            models, class_id, acts,
+            concepts={m: concepts_dir / m / f"{class_id}.h5" for m in models},
+            heads={m: acts_out / f"heads/{m}.h5" for m in models},
+            **settings,
+        )
+        if not attrs[SKIPPED_ATTR]:
+            results[class_id] = data
+    return results
+
+
+def _layerwise(results: dict[str, dict], kind: str) -> np.ndarray:
+    """Mean over classes of the per-class MMCS matrices (NaN ignored), as the aggregate rule computes it."""
+    stack = np.stack([r[f"mmcs/{kind}"] for r in results.values()])
+    ok = np.isfinite(stack)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok.any(0), np.where(ok, stack, 0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
+
+
+def _directions(results: dict[str, dict]) -> list[str]:
+    a, b = PAIR.split("-vs-")
+    return [f"{b}->{a}", f"{a}->{b}"]
+
+
+def fixed_w_differences(cfg: dict, fp32: Path, other: Path) -> dict[str, float]:
+    """MMCS and CMCS recomputed from ``other``'s activations with ``fp32``'s concepts,
+    against the same computation on ``fp32``'s activations: the largest differences."""
+    ref = _recompare(cfg, fp32, fp32 / "concepts")
+    new = _recompare(cfg, other, fp32 / "concepts")
+    assert set(ref) == set(new) and ref, "W held fixed: the same classes must be compared"
+    out = {}
+    for kind in ("pearson", "spearman"):
+        a, b = _layerwise(ref, kind), _layerwise(new, kind)
+        out[f"mmcs_{kind}"] = float(np.nanmax(np.abs(a - b)))
+        out[f"mmcs_{kind}_nan_mismatch"] = int((np.isnan(a) != np.isnan(b)).sum())
+    cmcs, mismatch = [], 0
+    for cid in ref:
+        for d in _directions(ref):
+            x, y = ref[cid][f"regression/{d}/pearson"], new[cid][f"regression/{d}/pearson"]
+            # a concept constant on the held-out patches has no correlation (NaN)
+            both = np.isfinite(x) & np.isfinite(y)
+            mismatch += int((np.isfinite(x) != np.isfinite(y)).sum())
+            cmcs.append(np.abs(x[both] - y[both]))
+    out["cmcs_pearson"] = float(np.concatenate(cmcs).max())
+    out["cmcs_nan_mismatch"] = mismatch
+    return out
+
+
+def bf16_failures(errors: dict, fixed: dict) -> list[str]:
+    """The precision contract, as a list of broken promises (empty when bf16 is fine)."""
+    failures = []
+    worst = max(errors, key=errors.get)
+    if errors[worst] > ACT_REL_BOUND:
+        failures.append(f"activation relative error {errors[worst]:.4f} > {ACT_REL_BOUND} at {worst}")
+    for kind in ("pearson", "spearman"):
+        if fixed[f"mmcs_{kind}"] > MMCS_BOUND:
+            failures.append(f"layerwise MMCS ({kind}) with W fixed differs by {fixed[f'mmcs_{kind}']:.4f}")
+    for key in ("mmcs_pearson_nan_mismatch", "mmcs_spearman_nan_mismatch", "cmcs_nan_mismatch"):
+        if fixed[key]:
+            failures.append(f"{key}: {fixed[key]} values defined in one run and NaN in the other (W fixed)")
+    if fixed["cmcs_pearson"] > CMCS_BOUND:
+        failures.append(f"CMCS with W fixed differs by {fixed['cmcs_pearson']:.4f}")
+    return failures
+
+
+# ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def bf16_run(tiny_run, tmp_path_factory):
     workdir, cfg = tiny_run
@@ -54,6 +176,26 @@ def bf16_run(tiny_run, tmp_path_factory):
     return workdir / "results", clone / "results", jobs
 
 
+@pytest.fixture(scope="module")
+def noisy_acts(tiny_run, tmp_path_factory):
+    """The float32 results with every stored activation replaced by A (1 + 0.05 e), e ~ N(0, 1):
+    5 % relative noise, what a broken autocast could give."""
+    workdir, _ = tiny_run
+    out = tmp_path_factory.mktemp("noisy") / "results"
+    for sub in ("activations", "heads"):
+        shutil.copytree(workdir / "results" / sub, out / sub)
+    rng = np.random.default_rng(0)
+    for path in sorted((out / "activations").rglob("*.h5")):
+        with h5py.File(path, "r+") as f:
+            for cid in f:
+                if "acts" in f[cid]:
+                    for ds in f[cid]["acts"].values():
+                        A = ds[()]
+                        ds[...] = A * (1 + 0.05 * rng.standard_normal(A.shape)).astype(A.dtype)
+    return out
+
+
+# ------------------------------------------------------------------ tests
 def test_autocast_reruns_only_the_activation_half(bf16_run):
     _, _, jobs = bf16_run
     rules = {rule for rule, _ in jobs}
@@ -71,46 +213,95 @@ def test_bf16_is_recorded_in_the_activation_files(bf16_run):
                 assert str(f.attrs["autocast"]) == expected, path
 
 
-def _match_concepts(fp32, bf16, model, class_id):
-    """bf16 concept index -> (fp32 concept index, cosine of their pre_logits directions)."""
-    def unit_w(out):
-        with h5py.File(out / f"concepts/{model}/{class_id}.h5", "r") as f:
-            W = f["W/pre_logits"][()]
-        return W / np.linalg.norm(W, axis=1, keepdims=True)
-
-    cos = unit_w(bf16) @ unit_w(fp32).T
-    rows, cols = linear_sum_assignment(-cos)
-    return {int(r): (int(c), float(cos[r, c])) for r, c in zip(rows, cols)}
-
-
-def test_bf16_mmcs_matches_fp32(bf16_run):
+def test_bf16_changes_activations_within_bf16_precision(bf16_run, tiny_run, measurement):
     fp32, bf16, _ = bf16_run
-    a, b = _mmcs(fp32), _mmcs(bf16)
-    for kind in a:
+    errors = _activation_errors(fp32, bf16)
+    worst = max(errors.values())
+    measurement(f"bf16 activations: relative error median {np.median(list(errors.values())):.4f}, "
+                f"max {worst:.4f} over {len(errors)} (file, class, layer) (bound {ACT_REL_BOUND})")
+    assert worst > 0, "bf16 gave bit-identical activations: autocast was not applied"
+    fixed = fixed_w_differences(tiny_run[1], fp32, bf16)
+    measurement("bf16, W held fixed: " + ", ".join(f"{k} max diff {v:.4f}" for k, v in fixed.items()))
+    assert not bf16_failures(errors, fixed)
+
+
+def test_the_bounds_catch_five_percent_noise(bf16_run, tiny_run, noisy_acts, measurement):
+    """Test of the test: 5 % relative noise in place of bf16 breaks the contract."""
+    fp32, _, _ = bf16_run
+    errors = _activation_errors(fp32, noisy_acts)
+    fixed = fixed_w_differences(tiny_run[1], fp32, noisy_acts)
+    failures = bf16_failures(errors, fixed)
+    measurement("5 % noise instead of bf16: " + "; ".join(failures))
+    assert any("activation relative error" in f for f in failures), failures
+
+
+# ------------------------------------------------------------------ the full pipeline, reported
+def _mmcs_file(out: Path):
+    with h5py.File(out / f"pairs/{PAIR}/layerwise_mmcs.h5", "r") as f:
+        return {kind: f[kind][()] for kind in ("pearson", "spearman")}
+
+
+def _unit_rows(W: np.ndarray) -> np.ndarray:
+    return W / np.linalg.norm(W, axis=1, keepdims=True)
+
+
+def _cmcs_by_identity(ref: dict[str, dict], new: dict[str, dict], ref_w: Path, new_w: Path):
+    """|CMCS difference| of every concept found again (pre_logits direction cosine >= 0.99,
+    Hungarian pairing), and how many of all concepts were not found again."""
+    diffs, unmatched, total = [], 0, 0
+    for cid in set(ref) & set(new):
+        for d in _directions(ref):
+            target = d.split("->")[1]
+            with h5py.File(ref_w / target / f"{cid}.h5", "r") as fa, h5py.File(new_w / target / f"{cid}.h5", "r") as fb:
+                cos = _unit_rows(fb["W/pre_logits"][()]) @ _unit_rows(fa["W/pre_logits"][()]).T
+            rows, cols = linear_sum_assignment(-cos)
+            x, y = ref[cid][f"regression/{d}/pearson"], new[cid][f"regression/{d}/pearson"]
+            for i, j in zip(rows, cols):
+                total += 1
+                if cos[i, j] < 0.99:
+                    unmatched += 1
+                elif np.isfinite(x[j]) and np.isfinite(y[i]):
+                    diffs.append(abs(x[j] - y[i]))
+    return (max(diffs) if diffs else float("nan")), unmatched, total
+
+
+def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int) -> None:
+    """The float32 run's concepts refitted with another seed (same activations, same settings)."""
+    c = cfg["concepts"]
+    models = PAIR.split("-vs-")
+    for m in models:
+        for cid in cfg["dataset"]["classes"]:
+            data, attrs, layer_attrs = concepts_job(
+                _shard_file(out, m, m, cfg["dataset"]["pool_split"], cid), cid, k=c["k"],
+                min_images=c["min_images"], max_iter=c["max_iter"], tol=c["tol"],
+                decomposition=cfg["models"][m].get("decomposition", "auto"), seed=seed,
+            )
+            write_h5(dest / m / f"{cid}.h5", data, attrs=attrs, group_attrs=layer_attrs)
+
+
+def test_full_pipeline_difference_reported_next_to_nmf_seed_noise(bf16_run, tiny_run, tmp_path, measurement):
+    fp32, bf16, _ = bf16_run
+    cfg = tiny_run[1]
+    a, b = _mmcs_file(fp32), _mmcs_file(bf16)
+    for kind in a:  # the same layers and classes compared
         assert a[kind].shape == b[kind].shape
         np.testing.assert_array_equal(np.isnan(a[kind]), np.isnan(b[kind]))
-        diff = np.nanmax(np.abs(a[kind] - b[kind]))
-        assert diff <= 0.01, f"layerwise MMCS ({kind}) differs by {diff:.4f}"
-        assert diff > 0, "bf16 gave bit-identical MMCS: autocast was not applied"
 
-
-def test_bf16_cmcs_matches_fp32_concept_by_concept(bf16_run):
-    fp32, bf16, _ = bf16_run
-    ta, tb = _table(fp32), _table(bf16)
-    assert ta.index.equals(tb.index)
-    diffs, unmatched, total = [], 0, 0
-    for (class_id, direction), rows in tb.groupby(level=["class_id", "direction"]):
-        target = rows["target"].iloc[0]
-        pairs = _match_concepts(fp32, bf16, target, class_id)
-        for concept, cmcs in rows["cmcs_pearson"].droplevel([0, 1]).items():
-            j, cos = pairs[concept]
-            total += 1
-            if cos < 0.99:
-                unmatched += 1
-                continue
-            ref = ta.loc[(class_id, direction, j), "cmcs_pearson"]
-            if np.isnan(ref) and np.isnan(cmcs):
-                continue
-            diffs.append(abs(ref - cmcs))
-    assert unmatched <= total / 5, f"{unmatched} of {total} concepts not found again with bf16"
-    assert diffs and max(diffs) <= 0.02, f"CMCS differs by {max(diffs):.4f}"
+    reseeded = tmp_path / "concepts"
+    _refit_concepts(cfg, fp32, reseeded, seed=cfg["seed"] + 1)
+    ref = _recompare(cfg, fp32, fp32 / "concepts")
+    seed_run = _recompare(cfg, fp32, reseeded)
+    bf16_run_results = _recompare(cfg, bf16, bf16 / "concepts")
+    lines = []
+    for label, res, w_dir in (("bf16 (full pipeline)", bf16_run_results, bf16 / "concepts"),
+                              ("fp32, NMF seed + 1", seed_run, reseeded)):
+        mm = {k: float(np.nanmax(np.abs(_layerwise(ref, k) - _layerwise(res, k)))) for k in ("pearson", "spearman")}
+        cm, unmatched, total = _cmcs_by_identity(ref, res, fp32 / "concepts", w_dir)
+        lines.append(f"{label}: layerwise MMCS max diff pearson {mm['pearson']:.4f} spearman {mm['spearman']:.4f}; "
+                     f"CMCS max diff {cm:.4f} over concepts found again; {unmatched}/{total} not found again")
+    for line in lines:
+        measurement(line)
+    # what is reported is what the workflow stored: its matrix is the mean of the per-class ones recomputed here
+    for kind in a:
+        np.testing.assert_allclose(_layerwise(ref, kind), a[kind], atol=1e-9)
+        np.testing.assert_allclose(_layerwise(bf16_run_results, kind), b[kind], atol=1e-9)
