@@ -21,7 +21,7 @@ def read_class_activations(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """-> ``(acts {layer: (n_patches, d) float32}, image_ids (n_images,) str,
     patch_image (n_patches,) int64, patch_index (n_patches,) int64)``; ``layers=None`` reads all,
-    in the file's layer order."""
+    in the file's layer order. KeyError: the file has no such class; ValueError: it lacks a layer."""
     with h5py.File(path, "r") as f:
         if class_id not in f or "acts" not in f[class_id]:
             raise KeyError(f"{path}: no class {class_id!r}")
@@ -30,7 +30,8 @@ def read_class_activations(
             layers = [n for n in json.loads(f.attrs["layers"]) if n in g["acts"]]
         missing = [n for n in layers if n not in g["acts"]]
         if missing:
-            raise KeyError(f"{path}: class {class_id!r} has no layers {missing}")
+            raise ValueError(f"{path}: class {class_id!r} has no layers {missing}; "
+                             "delete the file and rerun to extract them")
         acts = {n: g["acts"][n][()].astype(np.float32, copy=False) for n in layers}
         return acts, read_strings(g["image_ids"]), g["patch_image"][()], g["patch_index"][()]
 
