@@ -31,5 +31,9 @@ test: venv
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow tests
 
+# Style and workflow checks, all enforced by CI (.ci/run).
 lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint

@@ -3,12 +3,16 @@
 # The library is importable in every job (local, conda or SLURM) through
 # workflow_scripts/rsvc, a link to ../rsvc next to the scripts.
 
+from snakemake.utils import min_version
+
+
+min_version("9.0")
+
 
 # The embedded demo is the default; `--configfile X` replaces it (not merges).
 if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
-
 
 
 report: "report/workflow.rst"
@@ -31,6 +35,6 @@ include: "rules/aggregate.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

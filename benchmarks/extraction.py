@@ -35,9 +35,9 @@ import torch
 from rsvc.activations import (
     ExtractionSettings,
     extract_to_h5,
-    read_class_activations,
     resolve_device,
 )
+from rsvc.formats import read_class_activations
 from rsvc.images import canonical_image, load_rgb, to_model_input
 from rsvc.models import ModelSpec, create_model, model_data_config, resolve_layers
 from rsvc.patches import extract_patches
@@ -64,8 +64,11 @@ def naive_extract(model: torch.nn.Module, layers: list[str], paths: list[str], d
     cfg = model_data_config(model)
     modules = dict(model.named_modules())
     maps: dict[str, torch.Tensor] = {}
-    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: maps.__setitem__(n, o))
-             for n in layers if n != "pre_logits"]
+    hooks = [
+        modules[n].register_forward_hook(lambda m, i, o, n=n: maps.__setitem__(n, o))
+        for n in layers
+        if n != "pre_logits"
+    ]
     out: dict[str, list[np.ndarray]] = {n: [] for n in layers}
     try:
         with torch.inference_mode():
@@ -83,8 +86,9 @@ def naive_extract(model: torch.nn.Module, layers: list[str], paths: list[str], d
     return {n: np.concatenate(v) for n, v in out.items()}
 
 
-def bench_model(name: str, paths: list[str], device: torch.device, workdir: Path, workers: int,
-                batch_size: int) -> dict:
+def bench_model(
+    name: str, paths: list[str], device: torch.device, workdir: Path, workers: int, batch_size: int
+) -> dict:
     torch.manual_seed(0)
     model = create_model(ModelSpec(name, name), device=device)
     layers = resolve_layers(model, MODELS[name]) + ["pre_logits"]
@@ -96,11 +100,22 @@ def bench_model(name: str, paths: list[str], device: torch.device, workdir: Path
     t_naive = time.perf_counter() - t0
 
     items = {"c": [(Path(p).stem, p) for p in paths]}
-    result = {"model": name, "device": str(device), "layers": len(layers), "patches": n_patches,
-              "naive_patches_per_s": n_patches / t_naive}
+    result = {
+        "model": name,
+        "device": str(device),
+        "layers": len(layers),
+        "patches": n_patches,
+        "naive_patches_per_s": n_patches / t_naive,
+    }
     for label, autocast in (("fp32", None), ("bf16", "bf16")):
-        settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=batch_size,
-                                      num_workers=workers, device=str(device), autocast=autocast)
+        settings = ExtractionSettings(
+            image_size=IMAGE_SIZE,
+            patch_size=PATCH_SIZE,
+            batch_size=batch_size,
+            num_workers=workers,
+            device=str(device),
+            autocast=autocast,
+        )
         t0 = time.perf_counter()
         extract_to_h5(model, layers, items, workdir / f"{name}_{label}.h5", settings, {"model": name})
         t_rsvc = time.perf_counter() - t0
@@ -129,16 +144,30 @@ def rss_job(args: argparse.Namespace) -> None:
     paths = sorted(str(p) for p in Path(args.rss_job).glob("*.jpg"))[: args.rss_images]
     model = create_model(ModelSpec("resnet50", "resnet50"))
     layers = resolve_layers(model, "relu") + ["pre_logits"]
-    settings = ExtractionSettings(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, batch_size=args.batch_size,
-                                  num_workers=args.workers, device=args.device)
+    settings = ExtractionSettings(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+    )
     t0 = time.perf_counter()
-    extract_to_h5(model, layers, {"c": [(Path(p).stem, p) for p in paths]}, Path(args.rss_job) / "rss.h5",
-                  settings, {})
+    extract_to_h5(model, layers, {"c": [(Path(p).stem, p) for p in paths]}, Path(args.rss_job) / "rss.h5", settings, {})
     seconds = time.perf_counter() - t0
     peak = peak_rss_mib()
     workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"images": len(paths), "layers": len(layers), "batch_size": args.batch_size, "seconds": seconds,
-                      "peak_rss_mib": peak, "peak_rss_worker_mib": workers_peak}))
+    print(
+        json.dumps(
+            {
+                "images": len(paths),
+                "layers": len(layers),
+                "batch_size": args.batch_size,
+                "seconds": seconds,
+                "peak_rss_mib": peak,
+                "peak_rss_worker_mib": workers_peak,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -148,8 +177,12 @@ def main() -> None:
     parser.add_argument("--rss-images", type=int, default=None, help="images of the RSS job (default 200, quick 40)")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="patches per forward pass (extraction.batch_size; CPU memory grows with it)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="patches per forward pass (extraction.batch_size; CPU memory grows with it)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto: cpu, plus cuda when present")
     parser.add_argument("--rss-job", default=None, help=argparse.SUPPRESS)
@@ -164,8 +197,11 @@ def main() -> None:
     devices = [torch.device("cpu")] if args.device in ("auto", "cpu") else [resolve_device(args.device)]
     if args.device == "auto" and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, devices {[str(d) for d in devices]}, "
-          f"{n_images} images x 16 patches per model, batch {args.batch_size}, {args.workers} workers", flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, devices {[str(d) for d in devices]}, "
+        f"{n_images} images x 16 patches per model, batch {args.batch_size}, {args.workers} workers",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         paths = make_images(work, max(n_images, n_rss))
@@ -174,22 +210,43 @@ def main() -> None:
             for name in args.models:
                 r = bench_model(name, paths[:n_images], device, work, args.workers, args.batch_size)
                 rows.append(r)
-                print(f"{r['model']:>22s} {r['device']:>4s} ({r['layers']} layers): naive "
-                      f"{r['naive_patches_per_s']:6.1f} patches/s | rsvc fp32 {r['rsvc_fp32_patches_per_s']:6.1f} "
-                      f"({r['speedup_fp32']:.2f}x, max rel diff {r['max_rel_diff_fp32']:.0e}) | rsvc bf16 "
-                      f"{r['rsvc_bf16_patches_per_s']:6.1f} ({r['speedup_bf16']:.2f}x, max rel diff "
-                      f"{r['max_rel_diff_bf16']:.0e})", flush=True)
-        cmd = [sys.executable, __file__, "--rss-job", str(work), "--rss-images", str(n_rss),
-               "--workers", str(args.workers), "--device", str(devices[-1]), "--batch-size", str(args.batch_size)]
+                print(
+                    f"{r['model']:>22s} {r['device']:>4s} ({r['layers']} layers): naive "
+                    f"{r['naive_patches_per_s']:6.1f} patches/s | rsvc fp32 {r['rsvc_fp32_patches_per_s']:6.1f} "
+                    f"({r['speedup_fp32']:.2f}x, max rel diff {r['max_rel_diff_fp32']:.0e}) | rsvc bf16 "
+                    f"{r['rsvc_bf16_patches_per_s']:6.1f} ({r['speedup_bf16']:.2f}x, max rel diff "
+                    f"{r['max_rel_diff_bf16']:.0e})",
+                    flush=True,
+                )
+        cmd = [
+            sys.executable,
+            __file__,
+            "--rss-job",
+            str(work),
+            "--rss-images",
+            str(n_rss),
+            "--workers",
+            str(args.workers),
+            "--device",
+            str(devices[-1]),
+            "--batch-size",
+            str(args.batch_size),
+        ]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        job = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        print(f"resnet50 extraction job, {job['images']} images, {job['layers']} layers, batch {job['batch_size']} on {devices[-1]}: "
-              f"{job['seconds']:.1f} s, peak RSS {job['peak_rss_mib']:.0f} MiB "
-              f"(largest worker {job['peak_rss_worker_mib']:.0f} MiB)")
+        job = json.loads(
+            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        )
+        print(
+            f"resnet50 extraction job, {job['images']} images, {job['layers']} layers, batch {job['batch_size']} on {devices[-1]}: "
+            f"{job['seconds']:.1f} s, peak RSS {job['peak_rss_mib']:.0f} MiB "
+            f"(largest worker {job['peak_rss_worker_mib']:.0f} MiB)"
+        )
         for r in rows:
-            print(f"ratio rsvc/naive {r['model']} {r['device']}: fp32 {r['speedup_fp32']:.2f}x, "
-                  f"bf16 autocast {r['speedup_bf16']:.2f}x")
+            print(
+                f"ratio rsvc/naive {r['model']} {r['device']}: fp32 {r['speedup_fp32']:.2f}x, "
+                f"bf16 autocast {r['speedup_bf16']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -65,13 +65,7 @@ from rsvc.similarity import layerwise_correlation, mcs, mmcs  # noqa: E402
 # Output channels of every nn.ReLU module, in forward order, of timm's
 # resnet18 / resnet50 (act1, then layerX.Y.act1/act2[/act3]).
 RESNET18_RELU = [64] + [64] * 4 + [128] * 4 + [256] * 4 + [512] * 4
-RESNET50_RELU = (
-    [64]
-    + [64, 64, 256] * 3
-    + [128, 128, 512] * 4
-    + [256, 256, 1024] * 6
-    + [512, 512, 2048] * 3
-)
+RESNET50_RELU = [64] + [64, 64, 256] * 3 + [128, 128, 512] * 4 + [256, 256, 1024] * 6 + [512, 512, 2048] * 3
 PRE_LOGITS = {"a": 512, "b": 2048}
 K = 10
 N_CLASSES = 1000
@@ -101,8 +95,13 @@ def make_data(seed: int):
             M = rng.standard_normal((LATENT, d)) + 0.3
             A = latent[m] @ M + 0.5 * rng.standard_normal((n, d))
             acts[m].append(np.maximum(A, 0).astype(np.float32))
-    heads = {m: (rng.standard_normal((N_CLASSES, PRE_LOGITS[m])).astype(np.float32) / np.sqrt(PRE_LOGITS[m]),
-                 np.zeros(N_CLASSES, dtype=np.float32)) for m in ("a", "b")}
+    heads = {
+        m: (
+            rng.standard_normal((N_CLASSES, PRE_LOGITS[m])).astype(np.float32) / np.sqrt(PRE_LOGITS[m]),
+            np.zeros(N_CLASSES, dtype=np.float32),
+        )
+        for m in ("a", "b")
+    }
     rows = {
         "own": {"a": slice(0, n_shared // 2), "b": slice(n_shared // 2, n_shared)},
         "shared": slice(0, n_shared),
@@ -154,8 +153,14 @@ def run_ours(acts, heads, rows, timer: Timer, class_index: int = 0):
             n_folds=5,
         )
     with timer("importance"):
-        imp = {m: concept_importance(concept_integrated_gradients(
-            fac[m][-1].U, W[m][-1], *heads[m], class_index, target="probability", steps=30)) for m in models}
+        imp = {
+            m: concept_importance(
+                concept_integrated_gradients(
+                    fac[m][-1].U, W[m][-1], *heads[m], class_index, target="probability", steps=30
+                )
+            )
+            for m in models
+        }
     with timer("replacement+views"):
         for src, tgt in (("b", "a"), ("a", "b")):
             replacement_test(U_held[tgt], reg[(src, tgt)].pred, reg[(tgt, tgt)].pred, W[tgt][-1], *heads[tgt])
@@ -217,23 +222,29 @@ def baseline_mcs(U_shared, pair_subset=None):
 def main(args: argparse.Namespace) -> None:
     import warnings
 
-    print(f"RSVC per-class benchmark: ResNet-18 ({len(RESNET18_RELU)} ReLU + pre_logits) vs ResNet-50 "
-          f"({len(RESNET50_RELU)} ReLU + pre_logits), k={K}, {args.threads} BLAS threads, "
-          f"{os.cpu_count()} CPUs visible")
+    print(
+        f"RSVC per-class benchmark: ResNet-18 ({len(RESNET18_RELU)} ReLU + pre_logits) vs ResNet-50 "
+        f"({len(RESNET50_RELU)} ReLU + pre_logits), k={K}, {args.threads} BLAS threads, "
+        f"{os.cpu_count()} CPUs visible"
+    )
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     acts, heads, rows = make_data(args.seed)
-    print(f"synthetic activations: {sum(a.nbytes for m in acts for a in acts[m]) / 2**20:.0f} MiB "
-          f"in {time.perf_counter() - t0:.1f} s (not timed)")
+    print(
+        f"synthetic activations: {sum(a.nbytes for m in acts for a in acts[m]) / 2**20:.0f} MiB "
+        f"in {time.perf_counter() - t0:.1f} s (not timed)"
+    )
 
     timer = Timer()
     fac, W, U_shared, U_held, out, reg, imp = run_ours(acts, heads, rows, timer)
     total = sum(timer.t.values())
     n_iter = [f.n_iter for m in fac for f in fac[m]]
     rel = [f.rel_error for m in fac for f in fac[m]]
-    print(f"\nfactorisations: {len(n_iter)}, iterations mean {np.mean(n_iter):.1f} (max {max(n_iter)}), "
-          f"converged {sum(f.converged for m in fac for f in fac[m])}/{len(n_iter)}, "
-          f"rel. error {min(rel):.3f}-{max(rel):.3f}")
+    print(
+        f"\nfactorisations: {len(n_iter)}, iterations mean {np.mean(n_iter):.1f} (max {max(n_iter)}), "
+        f"converged {sum(f.converged for m in fac for f in fac[m])}/{len(n_iter)}, "
+        f"rel. error {min(rel):.3f}-{max(rel):.3f}"
+    )
 
     # naive baseline
     quick = args.quick
@@ -261,17 +272,25 @@ def main(args: argparse.Namespace) -> None:
     print(f"  {'total per class':<20}{total:8.3f}")
     ours_core = timer.t["nnls"] + timer.t["mcs"]
     base_core = base_nnls + base_mcs
-    print(f"\nNNLS + layerwise MCS: ours {ours_core:.3f} s, baseline {base_core:.1f} s, "
-          f"ratio baseline/ours = {base_core / ours_core:.0f}x "
-          f"(NNLS {base_nnls / timer.t['nnls']:.0f}x, MCS {base_mcs / timer.t['mcs']:.0f}x)")
+    print(
+        f"\nNNLS + layerwise MCS: ours {ours_core:.3f} s, baseline {base_core:.1f} s, "
+        f"ratio baseline/ours = {base_core / ours_core:.0f}x "
+        f"(NNLS {base_nnls / timer.t['nnls']:.0f}x, MCS {base_mcs / timer.t['mcs']:.0f}x)"
+    )
     if quick:
-        print(f"  --quick: baseline NNLS timed on {len(layer_subset)} of {n_jobs + 2} layer/row sets and "
-              "extrapolated with a per-row cost linear in d fitted to them; "
-              f"MCS timed on {len(pair_subset)} of {n_pairs} layer pairs and extrapolated linearly")
-    print(f"agreement with the baseline: max|U - U_scipy| / max|U_scipy| <= {du:.1e} (float32 activations), "
-          f"|R_pearson| <= {dr:.1e}, |R_spearman| <= {ds:.1e}, |MMCS| <= {dm:.1e}")
-    print(f"load average (1 min) before/after: {load0:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
-          "(other processes slow multi-threaded BLAS down a lot)")
+        print(
+            f"  --quick: baseline NNLS timed on {len(layer_subset)} of {n_jobs + 2} layer/row sets and "
+            "extrapolated with a per-row cost linear in d fitted to them; "
+            f"MCS timed on {len(pair_subset)} of {n_pairs} layer pairs and extrapolated linearly"
+        )
+    print(
+        f"agreement with the baseline: max|U - U_scipy| / max|U_scipy| <= {du:.1e} (float32 activations), "
+        f"|R_pearson| <= {dr:.1e}, |R_spearman| <= {ds:.1e}, |MMCS| <= {dm:.1e}"
+    )
+    print(
+        f"load average (1 min) before/after: {load0:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        "(other processes slow multi-threaded BLAS down a lot)"
+    )
     goals = [("total per class <= 10 s", total <= 10.0), ("NNLS + MCS >= 30x baseline", base_core / ours_core >= 30)]
     print("goals: " + ", ".join(f"{g}: {'met' if ok else 'NOT met'}" for g, ok in goals))
 

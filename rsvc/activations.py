@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import h5py
@@ -34,47 +34,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from rsvc.formats import ActivationFile
 from rsvc.images import ImageLoadError, canonical_uint8, load_rgb, to_model_input
-from rsvc.io import atomic_path, set_attrs
-from rsvc.models import PRE_LOGITS, fold_batchnorm, model_data_config
+from rsvc.io import atomic_path
+from rsvc.models import fold_batchnorm, model_data_config
 from rsvc.patches import extract_patches, patch_boxes, patch_stride
-from rsvc.store import read_class_activations, read_skipped  # noqa: F401 - re-exported
+from rsvc.specs import PRE_LOGITS, ExtractionSettings  # noqa: F401 - ExtractionSettings re-exported
 
 log = logging.getLogger(__name__)
 
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # keys: rsvc.specs.AUTOCAST_MODES
 _STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
-
-
-@dataclass(frozen=True)
-class ExtractionSettings:
-    """How images become model inputs and how activations are stored.
-
-    ``batch_size`` is the number of model inputs per forward pass: patches in
-    :func:`extract_to_h5` (rounded down to whole images, at least one image),
-    images in :func:`predict_images`.
-    """
-
-    image_size: int
-    patch_size: int
-    batch_size: int = 256
-    num_workers: int = 2
-    device: str = "auto"  # "auto" -> cuda if available else cpu
-    autocast: str | None = None  # None | "bf16" | "fp16"
-    storage_dtype: str = "float32"  # or "float16"
-    token: str = "cls"  # 3-D token outputs: "cls" (class token) or "mean" (of the non-prefix tokens)
-    channels_last: bool = True
-    fold_batchnorm: bool = True  # eval BatchNorm folded into the conv before it (rsvc.models.fold_batchnorm)
-
-    def __post_init__(self) -> None:
-        if self.autocast not in (None, *_AUTOCAST_DTYPES):
-            raise ValueError(f"autocast must be None, 'bf16' or 'fp16', got {self.autocast!r}")
-        if self.storage_dtype not in _STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype must be one of {list(_STORAGE_DTYPES)}, got {self.storage_dtype!r}")
-        if self.token not in ("cls", "mean"):
-            raise ValueError(f"token must be 'cls' or 'mean', got {self.token!r}")
-        if self.batch_size < 1 or self.num_workers < 0:
-            raise ValueError("batch_size must be >= 1 and num_workers >= 0")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -264,7 +234,9 @@ def predict_images(
     bar = _progress(len(dataset), "img", "predict")
     with torch.inference_mode():
         for index, counts, x, reasons in _loader(dataset, settings.batch_size, settings, device):
-            skipped += [(str(dataset.paths[i]), r) for i, c, r in zip(index.tolist(), counts.tolist(), reasons) if c == 0]
+            skipped += [
+                (str(dataset.paths[i]), r) for i, c, r in zip(index.tolist(), counts.tolist(), reasons) if c == 0
+            ]
             if x.shape[0]:
                 with _autocast(device, settings.autocast):
                     logits = model(_model_inputs(x, cfg, device, settings))
@@ -274,7 +246,7 @@ def predict_images(
                 probs.append(p.double().cpu().numpy())
             bar.update(len(index))
     bar.close()
-    for path, reason in skipped:
+    for _path, reason in skipped:
         log.warning("skipped unreadable image %s", reason)
     pred = np.concatenate(preds).astype(np.int64) if preds else np.zeros(0, np.int64)
     prob = np.concatenate(probs) if probs else np.zeros(0)
@@ -338,15 +310,13 @@ def extract_to_h5(
 ) -> None:
     """Pooled activations of every patch of every image, all layers, into one HDF5 file.
 
-    items: ``{class_id: [(image_id, path), ...]}``. Layout (written atomically):
-
-    - ``/<class_id>/acts/<layer>``: ``(n_patches, d)`` ``storage_dtype``;
-    - ``/<class_id>/image_ids``: ``(n_images,)`` str, the readable images in input order;
-    - ``/<class_id>/patch_image``: ``(n_patches,)`` int64 index into ``image_ids``;
-    - ``/<class_id>/patch_index``: ``(n_patches,)`` int64 position in the grid (row-major);
-    - ``/skipped/{class_id,image_id,path,reason}``: the unreadable images (skipped with a warning);
-    - root attributes: the settings, ``folded_batchnorms``, ``layers``, ``classes``, ``model`` (``attrs["model"]`` or
-      the timm architecture), the model's data config, the patch grid, and ``attrs``.
+    items: ``{class_id: [(image_id, path), ...]}``. Written atomically in the layout of
+    :class:`rsvc.formats.ActivationFile` (read with :func:`rsvc.formats.read_class_activations`):
+    per class ``(n_patches, d)`` activations of every layer in ``storage_dtype``, the readable
+    images in input order and each patch's image and grid position; the unreadable images
+    (skipped with a warning); root attributes: the settings, ``folded_batchnorms``, ``layers``,
+    ``classes``, ``model`` (``attrs["model"]`` or the timm architecture), the model's data
+    config, the patch grid, and ``attrs``.
 
     Non-finite activations raise ``FloatingPointError`` naming model, layer, class and image.
     """
@@ -355,6 +325,8 @@ def extract_to_h5(
     model, folded = _prepare_model(model, device, settings, keep=layers)
     cfg = model_data_config(model)
     model_name = str(attrs.get("model", getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)))
+    if settings.patch_size is None:
+        raise ValueError("extract_to_h5 needs ExtractionSettings.patch_size (dataset.patch_size)")
     storage = _STORAGE_DTYPES[settings.storage_dtype]
     boxes = patch_boxes(settings.image_size, settings.patch_size)
     n_grid = len(boxes)
@@ -384,19 +356,9 @@ def extract_to_h5(
             **attrs,
         }
         with atomic_path(out_path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
-            acts = {
-                cid: {
-                    n: f.create_dataset(
-                        f"{cid}/acts/{n}",
-                        shape=(0, d),
-                        maxshape=(None, d),
-                        dtype=storage,
-                        chunks=(_chunk_rows(d, np.dtype(storage).itemsize), d),
-                    )
-                    for n, d in dims.items()
-                }
-                for cid in items
-            }
+            store = ActivationFile(
+                f, items, dims, storage, {n: _chunk_rows(d, np.dtype(storage).itemsize) for n, d in dims.items()}
+            )
             image_ids: dict[str, list[str]] = {cid: [] for cid in items}
             skipped: list[tuple[str, str, str, str]] = []
             writer = _Writer()
@@ -416,24 +378,18 @@ def extract_to_h5(
                             out = forward(_model_inputs(x, cfg, device, settings))
                         blocks = {n: v.cpu().numpy().astype(storage, copy=False) for n, v in out.items()}
                         _check_finite(blocks, ok, n_grid, flat, model_name, settings.storage_dtype)
-                        writer.put(_route(blocks, ok, n_grid, flat, acts, image_ids))
+                        writer.put(_route(blocks, ok, n_grid, flat, store, image_ids))
                     bar.update(len(index) * n_grid)
             finally:
                 writer.close()
                 bar.close()
             elapsed = time.perf_counter() - t0
             n_done = sum(len(v) for v in image_ids.values()) * n_grid
-            log.info("%s: %d patches in %.1f s (%.0f patches/s)", model_name, n_done, elapsed, n_done / max(elapsed, 1e-9))
+            log.info(
+                "%s: %d patches in %.1f s (%.0f patches/s)", model_name, n_done, elapsed, n_done / max(elapsed, 1e-9)
+            )
 
-            for cid, ids in image_ids.items():
-                g = f[cid]
-                g.create_dataset("image_ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-                g.create_dataset("patch_image", data=np.repeat(np.arange(len(ids), dtype=np.int64), n_grid))
-                g.create_dataset("patch_index", data=np.tile(np.arange(n_grid, dtype=np.int64), len(ids)))
-            sk = f.create_group("skipped")
-            for j, col in enumerate(("class_id", "image_id", "path", "reason")):
-                sk.create_dataset(col, data=np.array([str(s[j]) for s in skipped], dtype=object), dtype=h5py.string_dtype())
-            set_attrs(f, root_attrs)
+            store.finish(image_ids, n_grid, skipped, root_attrs)
     finally:
         forward.remove()
 
@@ -443,7 +399,7 @@ def _route(
     ok: list[int],
     n_grid: int,
     flat: list[tuple[str, str, str]],
-    acts: dict[str, dict[str, h5py.Dataset]],
+    store: ActivationFile,
     image_ids: dict[str, list[str]],
 ) -> list[tuple[h5py.Dataset, np.ndarray]]:
     """Split a batch's rows into per-class runs (a batch can span classes); record the image ids."""
@@ -455,7 +411,7 @@ def _route(
             image_ids[cid].append(str(flat[ok[stop]][1]))
             stop += 1
         rows = slice(start * n_grid, stop * n_grid)
-        job += [(acts[cid][n], block[rows]) for n, block in blocks.items()]
+        job += [(store.dataset(cid, n), block[rows]) for n, block in blocks.items()]
         start = stop
     return job
 

@@ -11,18 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rsvc.formats import compare_datasets
 from rsvc.nnls import nnls_batched
 from rsvc.regression import concept_regression
 from rsvc.replacement import replacement_test
 from rsvc.selection import dissimilarity_views
 from rsvc.similarity import layerwise_correlation, mcs, mmcs
-
-PRE_LOGITS = "pre_logits"
-
-
-def direction(source: str, target: str) -> str:
-    """Name of a regression map: ``source`` activations predict ``target`` concepts."""
-    return f"{source}->{target}"
+from rsvc.specs import PRE_LOGITS, direction
 
 
 @dataclass(frozen=True)
@@ -117,22 +112,20 @@ def compare_class(
     heads: model -> (weight (C, d), bias (C,)) of the linear classifier.
     """
     a, b = models
-    out: dict[str, np.ndarray] = {}
     layers = {m: list(pool[m]) for m in models}
-    for m in models:
-        out[f"layers/{m}"] = np.array(layers[m], dtype=object)
 
     # Shared coefficients on the union of both models' images (NNLS per row).
     U_pool = {m: np.stack([nnls_batched(pool[m][l], concepts[m][l]) for l in layers[m]]) for m in models}
     U_held = {m: nnls_batched(heldout[m], concepts[m][PRE_LOGITS]) for m in models}
 
     # Layerwise MCS / MMCS for every layer pair, both correlation types.
+    mmcs_of, mcs_of = {}, {}
     for method in ("pearson", "spearman"):
         R = layerwise_correlation(U_pool[a], U_pool[b], method=method)
-        out[f"mmcs/{method}"] = mmcs(R)
+        mmcs_of[method] = mmcs(R)
         mcs_a, mcs_b = mcs(R[-1, -1])
-        out[f"mcs/{direction(b, a)}/{method}"] = mcs_a  # a's concepts vs b's
-        out[f"mcs/{direction(a, b)}/{method}"] = mcs_b
+        mcs_of[(direction(b, a), method)] = mcs_a  # a's concepts vs b's
+        mcs_of[(direction(a, b), method)] = mcs_b
 
     # Concept regression at pre_logits: the four maps.
     groups = pool_rows.patch_image
@@ -148,38 +141,41 @@ def compare_class(
         tol=tol,
         max_iter=max_iter,
     )
-    for (src, tgt), res in reg.items():
-        g = f"regression/{direction(src, tgt)}"
-        out[f"{g}/pearson"] = res.pearson
-        out[f"{g}/spearman"] = res.spearman
-        out[f"{g}/cv_pearson"] = res.cv_pearson
-        out[f"{g}/pred"] = res.pred
+    regression = {
+        direction(src, tgt): {
+            "pearson": res.pearson,
+            "spearman": res.spearman,
+            "cv_pearson": res.cv_pearson,
+            "pred": res.pred,
+        }
+        for (src, tgt), res in reg.items()
+    }
 
     # Replacement test and dissimilarity views for each cross direction.
     held_image_of_row = heldout_rows.patch_image
+    replacement, views_of = {}, {}
     for src, tgt in ((b, a), (a, b)):
         W = concepts[tgt][PRE_LOGITS]
         weight, bias = heads[tgt]
-        rep = replacement_test(
-            U_held[tgt], reg[(src, tgt)].pred, reg[(tgt, tgt)].pred, W, weight, bias, mix=mix
-        )
-        g = f"replacement/{direction(src, tgt)}"
-        out[f"{g}/l2"], out[f"{g}/kl"], out[f"{g}/match_acc"] = rep.l2, rep.kl, rep.match_acc
+        rep = replacement_test(U_held[tgt], reg[(src, tgt)].pred, reg[(tgt, tgt)].pred, W, weight, bias, mix=mix)
+        replacement[direction(src, tgt)] = {"l2": rep.l2, "kl": rep.kl, "match_acc": rep.match_acc}
         k = W.shape[0]
         views = np.full((k, 3, n_views), -1, dtype=np.int64)
         for i in range(k):
             v = dissimilarity_views(U_held[tgt][:, i], reg[(src, tgt)].pred[:, i], held_image_of_row, n=n_views)
             for j, idx in enumerate((v.top_real, v.over, v.under)):
                 views[i, j, : len(idx)] = idx
-        out[f"views/{direction(src, tgt)}"] = views
+        views_of[direction(src, tgt)] = views
 
-    for m in models:
-        out[f"heldout/U/{m}"] = U_held[m]
-        out[f"pool/U_pre_logits/{m}"] = U_pool[m][-1]
-    out["heldout/image_ids"] = heldout_rows.image_ids
-    out["heldout/patch_image"] = heldout_rows.patch_image
-    out["heldout/patch_index"] = heldout_rows.patch_index
-    out["pool/image_ids"] = pool_rows.image_ids
-    out["pool/patch_image"] = pool_rows.patch_image
-    out["pool/patch_index"] = pool_rows.patch_index
-    return out
+    return compare_datasets(
+        layers=layers,
+        mmcs=mmcs_of,
+        mcs=mcs_of,
+        regression=regression,
+        replacement=replacement,
+        views=views_of,
+        heldout_U=U_held,
+        pool_U_pre_logits={m: U_pool[m][-1] for m in models},
+        heldout_rows=heldout_rows,
+        pool_rows=pool_rows,
+    )

@@ -12,14 +12,14 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
 import pandas as pd
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

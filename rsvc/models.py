@@ -6,7 +6,6 @@ import difflib
 import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +15,9 @@ import torch
 from timm.layers import BatchNormAct2d
 from torch import nn
 
-PRE_LOGITS = "pre_logits"
+from rsvc.specs import PRE_LOGITS, ModelSpec  # noqa: F401 - re-exported
+
 _NESTED_KEYS = ("state_dict", "model")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that defines a model's numbers.
-
-    ``checkpoint`` is a local ``.safetensors`` (preferred) or ``.pth`` file
-    holding a state dict of tensors only; with it, timm loads the file itself
-    (``pretrained_cfg_overlay=dict(file=checkpoint)``). ``pretrained`` uses
-    timm's pretrained weights (offline, from a local Hugging Face cache) and is
-    ignored when ``checkpoint`` is given.
-    """
-
-    name: str
-    timm_name: str
-    checkpoint: str | None = None
-    pretrained: bool = False
-    num_classes: int | None = None
-    model_kwargs: dict = field(default_factory=dict)
-    pretrained_cfg_overlay: dict = field(default_factory=dict)
 
 
 def _resave_hint(path: str | os.PathLike) -> str:
@@ -79,8 +59,12 @@ def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
-        bad = type(obj).__name__ if not isinstance(obj, dict) else next(
-            f"{k!r}: {type(v).__name__}" for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v))
+        bad = (
+            type(obj).__name__
+            if not isinstance(obj, dict)
+            else next(
+                f"{k!r}: {type(v).__name__}" for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v))
+            )
         )
         raise ValueError(
             f"refusing checkpoint {path}: it holds non-tensor objects ({bad}); "
@@ -117,9 +101,7 @@ def create_model(spec: ModelSpec, device: str | torch.device = "cpu") -> nn.Modu
 
         weights = require_cached_weights(spec.timm_name, model=spec.name)
         overlay.update(file=str(weights), source=None)  # timm reads it with weights_only=True
-    model = timm.create_model(
-        spec.timm_name, pretrained=pretrained, pretrained_cfg_overlay=overlay or None, **kwargs
-    )
+    model = timm.create_model(spec.timm_name, pretrained=pretrained, pretrained_cfg_overlay=overlay or None, **kwargs)
     return model.to(device).eval()
 
 

@@ -127,9 +127,7 @@ class _PassiveSolver:
         return np.einsum("mkr,mr->mk", self.store[slots], b), slots
 
 
-def nnls_batched(
-    A: np.ndarray, W: np.ndarray, *, max_iter: int | None = None, tol: float | None = None
-) -> np.ndarray:
+def nnls_batched(A: np.ndarray, W: np.ndarray, *, max_iter: int | None = None, tol: float | None = None) -> np.ndarray:
     """U = argmin_{U>=0} ||A - U W||_F solved exactly per row.  A: (n, d), W: (k, d) -> U: (n, k).
 
     Row ``r`` of the result equals ``scipy.optimize.nnls(W.T, A[r])[0]``

@@ -12,10 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-def patch_stride(patch_size: int) -> int:
-    """CRAFT stride: ``int(0.8 * patch_size)``."""
-    return int(0.8 * patch_size)
+from rsvc.specs import patch_stride
 
 
 def _starts(image_size: int, patch_size: int, stride: int) -> np.ndarray:

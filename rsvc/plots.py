@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -45,6 +45,8 @@ __all__ = [
     "plot_mcs_vs_cmcs",
     "plot_model_matrix",
     "plot_gallery",
+    "plot_message",
+    "pair_figures",
 ]
 
 #: Colours of the three gallery groups, shared by every figure (paper Fig. 2).
@@ -218,9 +220,7 @@ def plot_layerwise_mmcs(
     if vmin == vmax:
         vmin, vmax = vmin - 0.05, vmax + 0.05
     cmap = mpl.colormaps[HEATMAP_CMAP].with_extremes(bad=NAN_COLOR)
-    image = ax.imshow(
-        np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest"
-    )
+    image = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     metric_name = metric.capitalize()
     fig.colorbar(image, cax=cax, label=f"MMCS ({metric_name})")
 
@@ -237,15 +237,26 @@ def plot_layerwise_mmcs(
             for j in range(n_b):
                 if np.isfinite(m[i, j]):
                     light = (m[i, j] - vmin) / (vmax - vmin) > 0.6  # viridis is light at the top
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=size,
-                            color="black" if light else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{m[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=size,
+                        color="black" if light else "white",
+                    )
 
     sub = f"mean over {n_classes} classes" if n_classes is not None else "mean over classes"
     n_nan = int(np.isnan(m).sum())
     if n_nan:
         sub += f"; {n_nan} of {m.size} cells NaN (grey)"
-    fig.suptitle(f"Layerwise MMCS ({metric_name}): {model_a} (rows) vs {model_b} (columns)\n{sub}",
-                 y=1 - 0.12 / fig_h, va="top", fontsize=11)
+    fig.suptitle(
+        f"Layerwise MMCS ({metric_name}): {model_a} (rows) vs {model_b} (columns)\n{sub}",
+        y=1 - 0.12 / fig_h,
+        va="top",
+        fontsize=11,
+    )
     return fig
 
 
@@ -330,21 +341,57 @@ def plot_similarity_vs_importance(
 
     ax.set_xlim(xlim)
     ax.set_ylim(ylim)
-    ax.axhline(sim_threshold, color="black", ls="--", lw=1.2, zorder=4,
-               label=f"similarity threshold = {sim_threshold:g}")
-    ax.vlines(imp_thr, ylim[0], sim_threshold, colors="black", linestyles=":", lw=1.5, zorder=4,
-              label=f"importance {imp_quantile:.0%} quantile = {imp_thr:.3g}")
+    ax.axhline(
+        sim_threshold, color="black", ls="--", lw=1.2, zorder=4, label=f"similarity threshold = {sim_threshold:g}"
+    )
+    ax.vlines(
+        imp_thr,
+        ylim[0],
+        sim_threshold,
+        colors="black",
+        linestyles=":",
+        lw=1.5,
+        zorder=4,
+        label=f"importance {imp_quantile:.0%} quantile = {imp_thr:.3g}",
+    )
 
     high = y >= sim_threshold
     low_high = ~high & (x >= imp_thr)
     low_low = ~high & (x < imp_thr)
     box = dict(boxstyle="round,pad=0.3", fc="white", ec="0.6", alpha=0.75)
-    ax.text(0.02, 0.98, f"high similarity\n(n = {int(high.sum())})", transform=ax.transAxes,
-            ha="left", va="top", fontsize=9, bbox=box, zorder=5)
-    ax.text(0.02, 0.02, f"low similarity, low importance\n(n = {int(low_low.sum())})",
-            transform=ax.transAxes, ha="left", va="bottom", fontsize=9, bbox=box, zorder=5)
-    ax.text(0.98, 0.02, f"low similarity, high importance\n(n = {int(low_high.sum())})",
-            transform=ax.transAxes, ha="right", va="bottom", fontsize=9, bbox=box, zorder=5)
+    ax.text(
+        0.02,
+        0.98,
+        f"high similarity\n(n = {int(high.sum())})",
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=9,
+        bbox=box,
+        zorder=5,
+    )
+    ax.text(
+        0.02,
+        0.02,
+        f"low similarity, low importance\n(n = {int(low_low.sum())})",
+        transform=ax.transAxes,
+        ha="left",
+        va="bottom",
+        fontsize=9,
+        bbox=box,
+        zorder=5,
+    )
+    ax.text(
+        0.98,
+        0.02,
+        f"low similarity, high importance\n(n = {int(low_high.sum())})",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=9,
+        bbox=box,
+        zorder=5,
+    )
     fig.legend(loc="outside lower center", ncols=2, fontsize=9, frameon=False)
 
     full = _title(title, default, data, n_dropped, same_model)
@@ -395,10 +442,15 @@ def plot_replacement_test(df: pd.DataFrame, title: str = "") -> Figure:
             data["delta_pearson"].to_numpy(dtype=float)[order],
             data[col].to_numpy(dtype=float)[order],
             c=data["importance"].to_numpy(dtype=float)[order],
-            cmap=cmap, norm=norm, s=16 if len(data) < 2000 else 5, alpha=0.8, linewidths=0,
+            cmap=cmap,
+            norm=norm,
+            s=16 if len(data) < 2000 else 5,
+            alpha=0.8,
+            linewidths=0,
         )
-    fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), extend="both",
-                 label=metric_label("importance"))
+    fig.colorbar(
+        mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), extend="both", label=metric_label("importance")
+    )
     fig.suptitle(_title(title, "Replacement test", base, n_base_dropped), fontsize=11)
     return fig
 
@@ -421,17 +473,33 @@ def plot_mcs_vs_cmcs(df: pd.DataFrame, title: str = "") -> Figure:
     if len(x):
         hue = "direction" if "direction" in data.columns and data["direction"].nunique() <= 10 else None
         plot_df = data.assign(direction=data["direction"].map(_arrow)) if hue else data
-        sns.scatterplot(data=plot_df, x="mcs_pearson", y="cmcs_pearson", hue=hue, ax=ax,
-                        s=20 if len(x) < 2000 else 6, alpha=0.7, linewidth=0, zorder=3)
+        sns.scatterplot(
+            data=plot_df,
+            x="mcs_pearson",
+            y="cmcs_pearson",
+            hue=hue,
+            ax=ax,
+            s=20 if len(x) < 2000 else 6,
+            alpha=0.7,
+            linewidth=0,
+            zorder=3,
+        )
         lo, hi = _padded(float(min(x.min(), y.min())), float(max(x.max(), y.max())))
         ax.plot([lo, hi], [lo, hi], color="red", lw=1.3, label="y = x", zorder=2)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
         above = float(np.mean(y > x))
-        ax.text(0.98, 0.02, f"CMCS > MCS for {above:.0%} of concepts", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=9,
-                bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.6", alpha=0.85))
+        ax.text(
+            0.98,
+            0.02,
+            f"CMCS > MCS for {above:.0%} of concepts",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=9,
+            bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.6", alpha=0.85),
+        )
         ax.legend(loc="upper left", fontsize=8, title="direction" if hue else None)
     else:
         _no_data(ax)
@@ -459,7 +527,8 @@ def plot_model_matrix(df: pd.DataFrame, value: str = "cmcs_pearson") -> Figure:
     models = sorted(set(map(str, df["source"])) | set(map(str, df["target"])))
     means = (
         data.assign(source=data["source"].astype(str), target=data["target"].astype(str))
-        .groupby(["source", "target"])[value].mean()
+        .groupby(["source", "target"])[value]
+        .mean()
         .unstack()
         .reindex(index=models, columns=models)
         .astype(float)
@@ -476,10 +545,20 @@ def plot_model_matrix(df: pd.DataFrame, value: str = "cmcs_pearson") -> Figure:
         vmin, vmax = vmin - 0.05, vmax + 0.05
     label = metric_label(value)
     if len(models):
-        sns.heatmap(means, annot=True, fmt=".2f", cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax, ax=ax,
-                    square=True, linewidths=0.5, linecolor="white",
-                    annot_kws={"fontsize": 10 if n <= 8 else 7},
-                    cbar_kws={"label": f"mean {label}"})
+        sns.heatmap(
+            means,
+            annot=True,
+            fmt=".2f",
+            cmap=HEATMAP_CMAP,
+            vmin=vmin,
+            vmax=vmax,
+            ax=ax,
+            square=True,
+            linewidths=0.5,
+            linecolor="white",
+            annot_kws={"fontsize": 10 if n <= 8 else 7},
+            cbar_kws={"label": f"mean {label}"},
+        )
         ax.tick_params(axis="x", labelrotation=45)
         ax.tick_params(axis="y", labelrotation=0)
     else:
@@ -540,8 +619,70 @@ def plot_gallery(groups: dict[str, list[tuple[np.ndarray, float, float]]], title
                 for spine in ax.spines.values():
                     spine.set_visible(False)
                 if c == 0:
-                    ax.text(0.5, 0.5, "no patches", ha="center", va="center", color="0.4",
-                            transform=ax.transAxes)
+                    ax.text(0.5, 0.5, "no patches", ha="center", va="center", color="0.4", transform=ax.transAxes)
         axes[r, 0].set_ylabel(GROUP_LABELS[key], color=color, fontsize=11, fontweight="bold")
     fig.suptitle(_arrow(title), fontsize=12)
     return fig
+
+
+def plot_message(text: str) -> Figure:
+    """A figure that says why there is nothing to draw (every class skipped, no concept qualifies)."""
+    fig = _new_figure((6, 1.5), layout=None)
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
+def pair_figures(
+    table: pd.DataFrame,
+    layerwise: Mapping[str, np.ndarray],
+    layers_a: list[str],
+    layers_b: list[str],
+    model_a: str,
+    model_b: str,
+    n_classes: int,
+    n_requested: int,
+    sim_threshold: float,
+) -> dict[str, Callable[[], Figure]]:
+    """The per-pair figures of the report, by name (drawn when called).
+
+    table: the pair's tidy concept table (:data:`rsvc.tables.CONCEPT_COLUMNS`);
+    layerwise: metric -> mean MMCS ``(La, Lb)``; n_classes: classes analysed out of
+    ``n_requested``.
+    """
+    a, b = model_a, model_b
+    by_dir = {d: table[table["direction"] == d] for d in (f"{a}->{b}", f"{b}->{a}")}
+    ab, ba = by_dir[f"{a}->{b}"], by_dir[f"{b}->{a}"]
+
+    def layerwise_figure(metric: str) -> Figure:
+        if layers_a:
+            return plot_layerwise_mmcs(layerwise[metric], layers_a, layers_b, a, b, metric=metric, n_classes=n_classes)
+        return plot_message(
+            f"Layerwise MMCS ({metric}), {a} vs {b}: no class analysed\n"
+            f"(all {n_requested} skipped, see summary/run_summary.tsv)"
+        )
+
+    return {
+        "layerwise_mmcs_pearson": lambda: layerwise_figure("pearson"),
+        "layerwise_mmcs_spearman": lambda: layerwise_figure("spearman"),
+        "cmcs_importance_b_to_a": lambda: plot_similarity_vs_importance(
+            ba, "cmcs_pearson", f"CMCS {b} -> {a} vs importance for {a} (pre_logits)", sim_threshold=sim_threshold
+        ),
+        "cmcs_importance_a_to_b": lambda: plot_similarity_vs_importance(
+            ab, "cmcs_pearson", f"CMCS {a} -> {b} vs importance for {b} (pre_logits)", sim_threshold=sim_threshold
+        ),
+        "smcs_importance_a": lambda: plot_similarity_vs_importance(
+            ba, "smcs_pearson", f"SMCS {a} -> {a} vs importance for {a} (pre_logits)", sim_threshold=sim_threshold
+        ),
+        "smcs_importance_b": lambda: plot_similarity_vs_importance(
+            ab, "smcs_pearson", f"SMCS {b} -> {b} vs importance for {b} (pre_logits)", sim_threshold=sim_threshold
+        ),
+        "replacement_b_to_a": lambda: plot_replacement_test(
+            ba, f"Replacement test: {a}'s concepts predicted from {b} (pre_logits)"
+        ),
+        "replacement_a_to_b": lambda: plot_replacement_test(
+            ab, f"Replacement test: {b}'s concepts predicted from {a} (pre_logits)"
+        ),
+        "mcs_cmcs": lambda: plot_mcs_vs_cmcs(table, f"MCS vs CMCS, {a} vs {b} (pre_logits)"),
+    }

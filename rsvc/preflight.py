@@ -8,10 +8,11 @@ that a typo costs seconds, not a cluster allocation. Structural errors
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from rsvc.models import PRE_LOGITS
+from rsvc.specs import PRE_LOGITS, n_patches
 
 
 class ConfigError(ValueError):
@@ -40,9 +41,7 @@ def check_structure(
             errors.append(f"pairs[{i}]: a model is compared with itself ('{a}'); list two different models")
     unknown = [c for c in analyze if c not in set(classes)]
     if unknown:
-        errors.append(
-            f"dataset.analyze_classes: {unknown[:5]} not in dataset.classes; use ids from the class list"
-        )
+        errors.append(f"dataset.analyze_classes: {unknown[:5]} not in dataset.classes; use ids from the class list")
     if len(set(classes)) != len(classes):
         errors.append("dataset.classes: duplicated class ids; each id must appear once")
     ds = config["dataset"]
@@ -52,12 +51,12 @@ def check_structure(
             "use a patch size <= the image size"
         )
     else:
-        n_patches = _n_patches(ds["image_size"], ds["patch_size"])
+        n_grid = n_patches(ds["image_size"], ds["patch_size"])
         c = config["concepts"]
-        if c["k"] > c["min_images"] * n_patches:
+        if c["k"] > c["min_images"] * n_grid:
             errors.append(
-                f"concepts.k={c['k']} is larger than the {c['min_images'] * n_patches} patches of a class with "
-                f"concepts.min_images={c['min_images']} images ({n_patches} patches each); lower concepts.k "
+                f"concepts.k={c['k']} is larger than the {c['min_images'] * n_grid} patches of a class with "
+                f"concepts.min_images={c['min_images']} images ({n_grid} patches each); lower concepts.k "
                 "or raise concepts.min_images"
             )
     if config["regression"]["folds"] > config["concepts"]["min_images"]:
@@ -67,12 +66,6 @@ def check_structure(
             "as many images as folds"
         )
     return errors
-
-
-def _n_patches(image_size: int, patch_size: int) -> int:
-    from rsvc.patches import patch_boxes
-
-    return len(patch_boxes(image_size, patch_size))
 
 
 def check_dataset(root: str | Path, splits: list[str], classes: list[str], produced_by_workflow: bool) -> list[str]:
@@ -99,6 +92,21 @@ def check_dataset(root: str | Path, splits: list[str], classes: list[str], produ
     return errors
 
 
+def model_checks_unavailable() -> str | None:
+    """Why :func:`check_model` cannot run here (torch or timm missing, e.g. on a login node that has
+    only Snakemake), or None. The jobs then check their model when they build it."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "timm") if importlib.util.find_spec(m) is None]
+    if missing:
+        return (
+            f"preflight: the model checks (timm names, layers, output sizes) were skipped: "
+            f"{' and '.join(missing)} not installed in this environment; the first job of each model "
+            "checks it instead"
+        )
+    return None
+
+
 def check_model(name: str, spec: Mapping[str, Any], n_classes: int) -> list[str]:
     """The timm name exists, the layers exist, and the output size matches the class list.
 
@@ -111,8 +119,7 @@ def check_model(name: str, spec: Mapping[str, Any], n_classes: int) -> list[str]
     if not timm.is_model(spec["timm_name"]):
         arch = spec["timm_name"].split(".")[0]
         return [
-            f"{key}.timm_name: unknown timm model '{spec['timm_name']}'; closest: "
-            f"{_closest(arch, timm.list_models())}"
+            f"{key}.timm_name: unknown timm model '{spec['timm_name']}'; closest: {_closest(arch, timm.list_models())}"
         ]
     kwargs = dict(spec.get("model_kwargs") or {})
     if spec.get("num_classes") is not None:
@@ -129,8 +136,7 @@ def check_model(name: str, spec: Mapping[str, Any], n_classes: int) -> list[str]
         for layer in layers:
             if layer not in valid:
                 errors.append(
-                    f"{key}.layers: '{layer}' is not a module of {spec['timm_name']}; closest: "
-                    f"{_closest(layer, valid)}"
+                    f"{key}.layers: '{layer}' is not a module of {spec['timm_name']}; closest: {_closest(layer, valid)}"
                 )
     elif layers == "blocks" and not hasattr(model, "blocks"):
         errors.append(f"{key}.layers: 'blocks' needs a transformer with .blocks; {spec['timm_name']} has none")

@@ -88,8 +88,7 @@ def fit_lasso(
         init = None if coef_init is None else np.array(coef_init[i], dtype=dtype)
         if init is not None and not init.any():
             init = None
-        _, path, _ = celer_path(X, y, "lasso", alphas=alphas, coef_init=init, tol=tol,
-                                max_iter=max_iter, prune=True)
+        _, path, _ = celer_path(X, y, "lasso", alphas=alphas, coef_init=init, tol=tol, max_iter=max_iter, prune=True)
         coef[i] = path[:, 0]
     return coef
 

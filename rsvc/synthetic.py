@@ -99,7 +99,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     kind = rng.integers(4)
     if kind == 0:  # gradient towards a gray level (hue preserving)
         angle = rng.uniform(0, 2 * math.pi)
-        t = (xx * math.cos(angle) + yy * math.sin(angle))
+        t = xx * math.cos(angle) + yy * math.sin(angle)
         t = (t - t.min()) / (np.ptp(t) + 1e-9)
         gray = np.full(3, rng.uniform(20, 235))
         img = c1 * (1 - t[..., None]) + gray * t[..., None]
@@ -131,7 +131,10 @@ def _shape_mask(shape: str, rng: np.random.Generator, size: int) -> np.ndarray:
     angle = rng.uniform(0, 2 * math.pi)
     mask = PIL.Image.new("L", (size, size), 0)
     d = PIL.ImageDraw.Draw(mask)
-    ell = lambda rr: (cx - rr, cy - rr * 0.9, cx + rr, cy + rr * 0.9)
+
+    def ell(rr):
+        return (cx - rr, cy - rr * 0.9, cx + rr, cy + rr * 0.9)
+
     if shape == "disc":
         d.ellipse(ell(r), fill=255)
     elif shape == "ring":
@@ -140,31 +143,72 @@ def _shape_mask(shape: str, rng: np.random.Generator, size: int) -> np.ndarray:
     elif shape == "crescent":
         d.ellipse(ell(r), fill=255)
         off = r * 0.55
-        d.ellipse((cx - r + off * math.cos(angle), cy - r + off * math.sin(angle),
-                   cx + r + off * math.cos(angle), cy + r + off * math.sin(angle)), fill=0)
+        d.ellipse(
+            (
+                cx - r + off * math.cos(angle),
+                cy - r + off * math.sin(angle),
+                cx + r + off * math.cos(angle),
+                cy + r + off * math.sin(angle),
+            ),
+            fill=0,
+        )
     elif shape == "cross":
         w = 0.3
-        d.polygon(_polygon(cx, cy, r, angle, [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1),
-                                               (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]), fill=255)
+        d.polygon(
+            _polygon(
+                cx,
+                cy,
+                r,
+                angle,
+                [
+                    (-w, -1),
+                    (w, -1),
+                    (w, -w),
+                    (1, -w),
+                    (1, w),
+                    (w, w),
+                    (w, 1),
+                    (-w, 1),
+                    (-w, w),
+                    (-1, w),
+                    (-1, -w),
+                    (-w, -w),
+                ],
+            ),
+            fill=255,
+        )
     elif shape == "triangle":
-        d.polygon(_polygon(cx, cy, r, angle, [(math.cos(a), math.sin(a)) for a in np.arange(3) * 2 * math.pi / 3]),
-                  fill=255)
+        d.polygon(
+            _polygon(cx, cy, r, angle, [(math.cos(a), math.sin(a)) for a in np.arange(3) * 2 * math.pi / 3]), fill=255
+        )
     elif shape == "star":
-        pts = [((1.0 if k % 2 == 0 else 0.42) * math.cos(k * math.pi / 5), (1.0 if k % 2 == 0 else 0.42)
-                * math.sin(k * math.pi / 5)) for k in range(10)]
+        pts = [
+            (
+                (1.0 if k % 2 == 0 else 0.42) * math.cos(k * math.pi / 5),
+                (1.0 if k % 2 == 0 else 0.42) * math.sin(k * math.pi / 5),
+            )
+            for k in range(10)
+        ]
         d.polygon(_polygon(cx, cy, r, angle, pts), fill=255)
     elif shape == "bars":
         for off in (-0.7, 0.0, 0.7):
-            d.polygon(_polygon(cx, cy, r, angle, [(off - 0.18, -1), (off + 0.18, -1), (off + 0.18, 1),
-                                                   (off - 0.18, 1)]), fill=255)
+            d.polygon(
+                _polygon(cx, cy, r, angle, [(off - 0.18, -1), (off + 0.18, -1), (off + 0.18, 1), (off - 0.18, 1)]),
+                fill=255,
+            )
     elif shape == "diamond":
         d.polygon(_polygon(cx, cy, r, angle, [(0, -1), (0.55, 0), (0, 1), (-0.55, 0)]), fill=255)
     elif shape == "hexagon":
-        d.polygon(_polygon(cx, cy, r, angle, [(math.cos(a), math.sin(a)) for a in np.arange(6) * math.pi / 3]),
-                  fill=255)
+        d.polygon(
+            _polygon(cx, cy, r, angle, [(math.cos(a), math.sin(a)) for a in np.arange(6) * math.pi / 3]), fill=255
+        )
     elif shape == "arrow":
-        d.polygon(_polygon(cx, cy, r, angle, [(-1, -0.2), (0.2, -0.2), (0.2, -0.6), (1, 0), (0.2, 0.6),
-                                               (0.2, 0.2), (-1, 0.2)]), fill=255)
+        d.polygon(
+            _polygon(
+                cx, cy, r, angle, [(-1, -0.2), (0.2, -0.2), (0.2, -0.6), (1, 0), (0.2, 0.6), (0.2, 0.2), (-1, 0.2)]
+            ),
+            fill=255,
+        )
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return np.asarray(mask) > 127
@@ -233,8 +277,13 @@ def make_dataset(
             folder.mkdir(parents=True, exist_ok=True)
             p = square_probability(scheme, ci)
             for i in range(int(n)):
-                img = draw_base_image(shape, _class_hue(ci, len(classes)),
-                                      np.random.default_rng([seed, split_index, ci, i]), image_size, side)
+                img = draw_base_image(
+                    shape,
+                    _class_hue(ci, len(classes)),
+                    np.random.default_rng([seed, split_index, ci, i]),
+                    image_size,
+                    side,
+                )
                 srng = np.random.default_rng([seed, split_index, ci, i, _SQUARE_STREAM])
                 has_square = bool(srng.random() < p)
                 x0, y0 = (int(v) for v in srng.integers(0, image_size - side + 1, size=2))
@@ -245,9 +294,18 @@ def make_dataset(
                 path = folder / f"{cname}_{split}_{i:05d}.png"
                 with atomic_path(path) as tmp:
                     PIL.Image.fromarray(img).save(tmp, format="PNG")
-                rows.append(dict(split=split, **{"class": cname}, path=path.relative_to(root).as_posix(),
-                                 has_square=has_square, x0=x0, y0=y0,
-                                 x1=x0 + side if has_square else -1, y1=y0 + side if has_square else -1))
+                rows.append(
+                    dict(
+                        split=split,
+                        **{"class": cname},
+                        path=path.relative_to(root).as_posix(),
+                        has_square=has_square,
+                        x0=x0,
+                        y0=y0,
+                        x1=x0 + side if has_square else -1,
+                        y1=y0 + side if has_square else -1,
+                    )
+                )
     meta = pd.DataFrame(rows, columns=["split", "class", "path", "has_square", "x0", "y0", "x1", "y1"])
     write_table(root / "metadata.csv", meta)
     return meta

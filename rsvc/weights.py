@@ -62,7 +62,7 @@ def weights_source(timm_name: str) -> WeightsSource:
     for the name.
     """
     if timm_name.startswith(_HF_PREFIX):
-        repo, _, revision = timm_name[len(_HF_PREFIX):].partition("@")
+        repo, _, revision = timm_name[len(_HF_PREFIX) :].partition("@")
         return WeightsSource("hf-hub", repo, _hf_candidates(None), revision or None)
     import timm.models
 
@@ -116,7 +116,9 @@ def _describe(source: WeightsSource) -> str:
     if source.kind == "url":
         from torch.hub import get_dir
 
-        return f"{source.filenames[0]} in the torch hub cache {Path(get_dir()) / 'checkpoints'} (from {source.location})"
+        return (
+            f"{source.filenames[0]} in the torch hub cache {Path(get_dir()) / 'checkpoints'} (from {source.location})"
+        )
     return f"the file {source.location}"
 
 
@@ -162,5 +164,7 @@ def fetch_weights(timm_name: str) -> Path:
     timm.create_model(timm_name, pretrained=True)
     path = cached_weights_file(timm_name)
     if path is None:  # pragma: no cover - timm loaded from a place this module does not know
-        raise RuntimeError(f"timm loaded '{timm_name}' but the weights are not where rsvc looks: {_describe(weights_source(timm_name))}")
+        raise RuntimeError(
+            f"timm loaded '{timm_name}' but the weights are not where rsvc looks: {_describe(weights_source(timm_name))}"
+        )
     return path

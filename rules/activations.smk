@@ -8,26 +8,25 @@ and every existing model on C's images; nothing that exists is recomputed.
 rule activations:
     input:
         data=dataset_input,
-        image_sets=lambda wc: image_sets_path(wc.owner, wc.split),
+        image_sets=lambda wc: path("image_sets", model=wc.owner, split=wc.split),
         checkpoint=lambda wc: checkpoint_input(wc.model),
     output:
-        f"{OUT}/activations/{{model}}/on_{{owner}}/{{split}}/shard{{shard}}.h5",
-    params:
-        spec=lambda wc: model_spec(wc.model),
-        analysis=lambda wc: analysis_spec(wc.model),
-        pixels=pixel_params(),
-        classes=lambda wc: shard_classes(wc.shard, ANALYZE),
-        extraction=config["extraction"],
+        PATHS["activations"],
     log:
         f"{OUT}/logs/activations/{{model}}/on_{{owner}}/{{split}}/shard{{shard}}.log",
     benchmark:
         f"{OUT}/benchmarks/activations/{{model}}/on_{{owner}}/{{split}}/shard{{shard}}.tsv"
+    conda:
+        "../envs/gpu.yaml"
     threads: config["resources"]["gpu_threads"]
     resources:
         gpu_jobs=1,
         mem_mb=lambda wc, attempt: 12000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        spec=lambda wc: model_params(wc.model),
+        layers=lambda wc: config["models"][wc.model]["layers"],
+        numerics=lambda wc: activation_params(wc.model),
+        classes=lambda wc: shard_classes(wc.shard, ANALYZE),
     script:
         "../workflow_scripts/activations.py"

@@ -1,22 +1,21 @@
 """CPU, per pair: tables, layerwise matrices, figures and galleries; then the run summary."""
 
 
-
 rule aggregate_pair:
     input:
         unpack(pair_class_inputs),
     output:
         table=report(
-            f"{OUT}/pairs/{{pair}}/concepts.csv",
+            PATHS["pair_table"],
             caption="../report/concept_table.rst",
             category="Tables",
             subcategory="{pair}",
             labels=report_labels("concepts"),
         ),
-        layerwise=f"{OUT}/pairs/{{pair}}/layerwise_mmcs.h5",
+        layerwise=PATHS["pair_layerwise"],
         figures=[
             report(
-                f"{OUT}/pairs/{{pair}}/{name}.png",
+                path("pair_figure", pair="{pair}", figure=name),
                 caption=f"../report/{caption}",
                 category="Figures",
                 subcategory="{pair}",
@@ -24,35 +23,35 @@ rule aggregate_pair:
             )
             for name, caption in PAIR_FIGURES.items()
         ],
+    log:
+        f"{OUT}/logs/aggregate_pair/{{pair}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/aggregate_pair/{{pair}}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         classes=ANALYZE,
         class_names=CLASS_NAMES,
         figure_names=list(PAIR_FIGURES),
         similarity_threshold=config["gallery"]["similarity_threshold"],
-    log:
-        f"{OUT}/logs/aggregate_pair/{{pair}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/aggregate_pair/{{pair}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/aggregate_pair.py"
 
 
 rule gallery:
     input:
-        table=f"{OUT}/pairs/{{pair}}/concepts.csv",
-        compare=lambda wc: [compare_path(wc.pair, c) for c in ANALYZE],
+        table=PATHS["pair_table"],
+        compare=lambda wc: [path("compare", pair=wc.pair, class_id=c) for c in ANALYZE],
         data=dataset_input,
     output:
         [
             report(
-                f"{OUT}/pairs/{{pair}}/galleries/{name}.png",
+                path("gallery", pair="{pair}", gallery=name),
                 caption="../report/gallery.rst",
                 category="Galleries",
                 subcategory="{pair}",
@@ -60,39 +59,36 @@ rule gallery:
             )
             for name in GALLERIES
         ],
+    log:
+        f"{OUT}/logs/gallery/{{pair}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/gallery/{{pair}}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         names=GALLERIES,
         class0=ANALYZE[0],
         classes=ANALYZE,
         class_names=CLASS_NAMES,
-        pixels=pixel_params(),
-        n=config["gallery"]["n"],
+        pixels={key: DATASET[key] for key in ("image_size", "patch_size")},
         similarity_threshold=config["gallery"]["similarity_threshold"],
-    log:
-        f"{OUT}/logs/gallery/{{pair}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/gallery/{{pair}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/gallery.py"
 
 
 rule summary:
     input:
-        tables=[f"{pair_dir(p)}/concepts.csv" for p in PAIR_NAMES],
-        counts=[
-            f"{OUT}/image_sets/{m}/{s}.counts.tsv" for m in MODELS for s in SPLITS
-        ],
-        compare=[compare_path(p, c) for p in PAIR_NAMES for c in ANALYZE],
+        tables=[path("pair_table", pair=p) for p in PAIR_NAMES],
+        counts=[path("image_set_counts", model=m, split=s) for m in MODELS for s in SPLITS],
+        compare=[path("compare", pair=p, class_id=c) for p in PAIR_NAMES for c in ANALYZE],
         acts=sorted(
             {
-                activations_path(m, o, s, sh)
+                path("activations", model=m, owner=o, split=s, shard=sh)
                 for pair in PAIRS
                 for m in pair
                 for o in pair
@@ -101,37 +97,37 @@ rule summary:
             }
         ),
         predictions=[
-            predictions_path(m, s, sh) for m in MODELS for s in SPLITS for sh in ALL_SHARDS
+            path("predictions", model=m, split=s, shard=sh) for m in MODELS for s in SPLITS for sh in ALL_SHARDS
         ],
     output:
         summary=report(
-            f"{OUT}/summary/run_summary.tsv",
+            PATHS["run_summary"],
             caption="../report/run_summary.rst",
             category="Summary",
         ),
         pairs=report(
-            f"{OUT}/summary/pairs.csv",
+            PATHS["pairs_summary"],
             caption="../report/pairs_summary.rst",
             category="Summary",
         ),
-        skipped=f"{OUT}/summary/skipped_images.tsv",
+        skipped=PATHS["skipped_images"],
         matrix=report(
-            f"{OUT}/summary/model_matrix.png",
+            PATHS["model_matrix"],
             caption="../report/model_matrix.rst",
             category="Summary",
         ),
-    params:
-        models=MODELS,
-        pairs=PAIR_NAMES,
     log:
         f"{OUT}/logs/summary.log",
     benchmark:
         f"{OUT}/benchmarks/summary.tsv"
+    conda:
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        pairs=PAIR_NAMES,
+        prediction_splits=[s for m in MODELS for s in SPLITS for sh in ALL_SHARDS],
     script:
         "../workflow_scripts/summary.py"

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, "../schemas/config.schema.yaml")
 
 # rsvc is importable from the workflow's own checkout (also without installing it).
 sys.path.insert(0, str(Path(workflow.main_snakefile).parent))
 
+from rsvc.specs import ModelSpec, numeric_params  # pure Python: parsing needs no numpy or torch
 
 OUT = config["outdir"]
 DATASET = config["dataset"]
@@ -74,64 +74,84 @@ def pair_models(pair):
 
 
 # ------------------------------------------------------------------ paths
+# Every output path template, written once: rules use them in `output:`, input
+# functions fill them with path(kind, **wildcards).
+PATHS = {
+    "weights": f"{OUT}/weights/{{model}}.ok",
+    "predictions": f"{OUT}/predictions/{{model}}/{{split}}/shard{{shard}}.tsv",
+    "image_sets": f"{OUT}/image_sets/{{model}}/{{split}}.tsv",
+    "image_set_counts": f"{OUT}/image_sets/{{model}}/{{split}}.counts.tsv",
+    "head": f"{OUT}/heads/{{model}}.h5",
+    "activations": f"{OUT}/activations/{{model}}/on_{{owner}}/{{split}}/shard{{shard}}.h5",
+    "concepts": f"{OUT}/concepts/{{model}}/{{class_id}}.h5",
+    "importance": f"{OUT}/importance/{{model}}/{{class_id}}.h5",
+    "compare": f"{OUT}/compare/{{pair}}/{{class_id}}.h5",
+    "pair_table": f"{OUT}/pairs/{{pair}}/concepts.csv",
+    "pair_layerwise": f"{OUT}/pairs/{{pair}}/layerwise_mmcs.h5",
+    "pair_figure": f"{OUT}/pairs/{{pair}}/{{figure}}.png",
+    "gallery": f"{OUT}/pairs/{{pair}}/galleries/{{gallery}}.png",
+    "run_summary": f"{OUT}/summary/run_summary.tsv",
+    "pairs_summary": f"{OUT}/summary/pairs.csv",
+    "skipped_images": f"{OUT}/summary/skipped_images.tsv",
+    "model_matrix": f"{OUT}/summary/model_matrix.png",
+    "planted": f"{OUT}/summary/planted_concept.csv",
+    "model_checkpoint": f"{OUT}/models/{{model}}.safetensors",
+    "model_metrics": f"{OUT}/models/{{model}}.metrics.json",
+}
+
+
+def path(kind, **wildcards):
+    """The path of one output: PATHS[kind] with its wildcards filled (a value
+    "{pair}" leaves that wildcard to the rule)."""
+    return PATHS[kind].format(**wildcards)
+
+
 def dataset_input(wildcards=None):
     """The dataset root: a workflow output in the demo, an existing folder otherwise."""
     return DATASET["root"]
 
 
-PRETRAINED = [m for m, spec in config["models"].items() if spec.get("pretrained") and not spec.get("checkpoint")]
-
-
-def weights_path(model):
-    """Marker of a `pretrained: true` model's weights in the local cache (rules/weights.smk)."""
-    return f"{OUT}/weights/{model}.ok"
+PRETRAINED = [m for m, spec in config["models"].items() if spec["pretrained"] and not spec["checkpoint"]]
 
 
 def checkpoint_input(model):
     """The model's weights: its checkpoint, or the fetch marker of pretrained weights
     (ancient: fetching again does not rerun finished jobs)."""
-    ckpt = config["models"][model].get("checkpoint")
+    ckpt = config["models"][model]["checkpoint"]
     if ckpt:
         return [ckpt]
-    return [ancient(weights_path(model))] if model in PRETRAINED else []
+    return [ancient(path("weights", model=model))] if model in PRETRAINED else []
 
 
-def model_spec(model):
-    """Everything about a model that changes its numbers (used as rule params)."""
-    m = config["models"][model]
-    return {
-        "name": model,
-        "timm_name": m["timm_name"],
-        "checkpoint": m.get("checkpoint"),
-        "pretrained": m.get("pretrained", False),
-        "num_classes": m.get("num_classes"),
-        "model_kwargs": m.get("model_kwargs", {}),
-        "pretrained_cfg_overlay": m.get("pretrained_cfg_overlay", {}),
-    }
+# ------------------------------------------------------------------ params
+# Each rule's params carry exactly the settings its numbers depend on, so that
+# Snakemake's params trigger reruns what a change touches and nothing else. Speed
+# settings (extraction.batch_size, predict_batch_size, num_workers, device) are no
+# params: jobs read them from the config, and changing them reruns nothing.
+def model_params(model):
+    """The model's ModelSpec as a dict (rsvc.specs.ModelSpec(**params) rebuilds it)."""
+    return ModelSpec.from_config(model, config["models"][model]).params()
 
 
-def analysis_spec(model):
-    m = config["models"][model]
-    return {
-        "layers": m.get("layers", "relu"),
-        "decomposition": m.get("decomposition", "auto"),
-        "token": m.get("token", "cls"),
-    }
-
-
-def pixel_params():
-    return {
-        "image_size": DATASET["image_size"],
-        "patch_size": DATASET["patch_size"],
-    }
+def activation_params(model):
+    """Extraction settings that change the stored activations of `model`."""
+    return numeric_params(DATASET, config["extraction"], config["models"][model])
 
 
 def prediction_params():
-    """Extraction settings that predictions use: always full precision, so
-    autocast and storage_dtype (activation-only speed settings) never change
-    which images are classified correctly."""
-    ex = config["extraction"]
-    return {k: ex[k] for k in ("batch_size", "num_workers", "device")}
+    """Extraction settings that change predictions: the canonical image size only
+    (always full precision, so autocast and storage_dtype never change which images
+    are classified correctly)."""
+    return numeric_params(DATASET, config["extraction"], None)
+
+
+def concepts_params(model):
+    """Factorisation settings of `model`'s concepts (rsvc.jobs.concepts_job keywords)."""
+    c = config["concepts"]
+    return {
+        **{key: c[key] for key in ("k", "min_images", "max_iter", "tol")},
+        "decomposition": config["models"][model]["decomposition"],
+    }
 
 
 def pool_cap(split):
@@ -139,36 +159,13 @@ def pool_cap(split):
     return DATASET["pool_images_per_class"] if split == POOL_SPLIT else None
 
 
-def predictions_path(model, split, shard):
-    return f"{OUT}/predictions/{model}/{split}/shard{shard}.tsv"
-
-
-def image_sets_path(model, split):
-    return f"{OUT}/image_sets/{model}/{split}.tsv"
-
-
-def head_path(model):
-    return f"{OUT}/heads/{model}.h5"
-
-
-def activations_path(model, owner, split, shard):
-    return f"{OUT}/activations/{model}/on_{owner}/{split}/shard{shard}.h5"
-
-
-def concepts_path(model, class_id):
-    return f"{OUT}/concepts/{model}/{class_id}.h5"
-
-
-def importance_path(model, class_id):
-    return f"{OUT}/importance/{model}/{class_id}.h5"
-
-
-def compare_path(pair, class_id):
-    return f"{OUT}/compare/{pair}/{class_id}.h5"
-
-
-def pair_dir(pair):
-    return f"{OUT}/pairs/{pair}"
+def image_set_params(split):
+    """Cap and minimum of an image set: the pool split holds the concept images (and
+    skips classes with too few), the held-out split is capped only."""
+    c = config["concepts"]
+    if split == POOL_SPLIT:
+        return {"max_images": c["concept_images"], "min_images": c["min_images"]}
+    return {"max_images": c["heldout_images"], "min_images": None}
 
 
 # ------------------------------------------------------------------ demo (synthetic)
@@ -193,12 +190,15 @@ def planted_pair():
 # ------------------------------------------------------------------ rule inputs
 def compare_inputs(wc):
     a, b = pair_models(wc.pair)
+    shard = shard_of(wc.class_id)
     return {
-        "concepts_a": concepts_path(a, wc.class_id),
-        "concepts_b": concepts_path(b, wc.class_id),
-        "head_a": head_path(a),
-        "head_b": head_path(b),
-        "acts": [activations_path(m, o, split, shard_of(wc.class_id)) for m, o, split in compare_acts_keys(wc)],
+        "concepts_a": path("concepts", model=a, class_id=wc.class_id),
+        "concepts_b": path("concepts", model=b, class_id=wc.class_id),
+        "head_a": path("head", model=a),
+        "head_b": path("head", model=b),
+        "acts": [
+            path("activations", model=m, owner=o, split=split, shard=shard) for m, o, split in compare_acts_keys(wc)
+        ],
     }
 
 
@@ -211,9 +211,9 @@ def compare_acts_keys(wc):
 def pair_class_inputs(wc):
     a, b = pair_models(wc.pair)
     return {
-        "compare": [compare_path(wc.pair, c) for c in ANALYZE],
-        "importance_a": [importance_path(a, c) for c in ANALYZE],
-        "importance_b": [importance_path(b, c) for c in ANALYZE],
+        "compare": [path("compare", pair=wc.pair, class_id=c) for c in ANALYZE],
+        "importance_a": [path("importance", model=a, class_id=c) for c in ANALYZE],
+        "importance_b": [path("importance", model=b, class_id=c) for c in ANALYZE],
     }
 
 
@@ -238,9 +238,7 @@ PAIR_FIGURES = {
     "mcs_cmcs": "mcs_cmcs.rst",
 }
 GALLERIES = ["lowest_cmcs_class0_b_to_a", "lowest_cmcs_class0_a_to_b"] + [
-    f"important_{d}_{i}"
-    for d in ("b_to_a", "a_to_b")
-    for i in range(config["gallery"]["concepts_per_direction"])
+    f"important_{d}_{i}" for d in ("b_to_a", "a_to_b") for i in range(config["gallery"]["concepts_per_direction"])
 ]
 
 
@@ -279,13 +277,13 @@ def report_labels(name):
 
 
 def all_outputs():
-    outs = [f"{OUT}/summary/run_summary.tsv", f"{OUT}/summary/pairs.csv"]
+    outs = [path("run_summary"), path("pairs_summary")]
     for pair in PAIR_NAMES:
-        outs.append(f"{pair_dir(pair)}/concepts.csv")
-        outs += [f"{pair_dir(pair)}/{name}.png" for name in PAIR_FIGURES]
-        outs += [f"{pair_dir(pair)}/galleries/{name}.png" for name in GALLERIES]
+        outs.append(path("pair_table", pair=pair))
+        outs += [path("pair_figure", pair=pair, figure=name) for name in PAIR_FIGURES]
+        outs += [path("gallery", pair=pair, gallery=name) for name in GALLERIES]
     if "synthetic" in config:
-        outs.append(f"{OUT}/summary/planted_concept.csv")
+        outs.append(path("planted"))
     return outs
 
 
@@ -300,9 +298,12 @@ if workflow.is_main_process:
         DATASET["root"],
         SPLITS,
         CLASSES,
-        produced_by_workflow="synthetic" in config
-        and Path(DATASET["root"]).parent == Path(SYN["root"]),
+        produced_by_workflow="synthetic" in config and Path(DATASET["root"]).parent == Path(SYN["root"]),
     )
-    for _m, _spec in config["models"].items():
-        _errors += preflight.check_model(_m, _spec, len(CLASSES))
+    _skip_models = preflight.model_checks_unavailable()
+    if _skip_models:
+        print(_skip_models, file=sys.stderr)
+    else:
+        for _m, _spec in config["models"].items():
+            _errors += preflight.check_model(_m, _spec, len(CLASSES))
     preflight.raise_if(_errors)

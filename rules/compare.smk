@@ -5,7 +5,19 @@ rule compare:
     input:
         unpack(compare_inputs),
     output:
-        f"{OUT}/compare/{{pair}}/{{class_id}}.h5",
+        PATHS["compare"],
+    log:
+        f"{OUT}/logs/compare/{{pair}}/{{class_id}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/compare/{{pair}}/{{class_id}}.tsv"
+    group:
+        "analysis"
+    conda:
+        "../envs/cpu.yaml"
+    threads: config["resources"]["cpu_threads"]
+    resources:
+        mem_mb=lambda wc, attempt: 6000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         acts_keys=compare_acts_keys,
@@ -16,17 +28,5 @@ rule compare:
         replacement=config["replacement"],
         gallery_n=config["gallery"]["n"],
         seed=config["seed"],
-    log:
-        f"{OUT}/logs/compare/{{pair}}/{{class_id}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/compare/{{pair}}/{{class_id}}.tsv"
-    group:
-        "analysis"
-    threads: config["resources"]["cpu_threads"]
-    resources:
-        mem_mb=lambda wc, attempt: 6000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/compare.py"

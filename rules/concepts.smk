@@ -3,51 +3,54 @@
 
 rule concepts:
     input:
-        lambda wc: activations_path(wc.model, wc.model, POOL_SPLIT, shard_of(wc.class_id)),
+        lambda wc: path(
+            "activations",
+            model=wc.model,
+            owner=wc.model,
+            split=POOL_SPLIT,
+            shard=shard_of(wc.class_id),
+        ),
     output:
-        f"{OUT}/concepts/{{model}}/{{class_id}}.h5",
-    params:
-        concepts={
-            key: config["concepts"][key] for key in ("k", "min_images", "max_iter", "tol")
-        },
-        decomposition=lambda wc: analysis_spec(wc.model)["decomposition"],
-        seed=config["seed"],
+        PATHS["concepts"],
     log:
         f"{OUT}/logs/concepts/{{model}}/{{class_id}}.log",
     benchmark:
         f"{OUT}/benchmarks/concepts/{{model}}/{{class_id}}.tsv"
     group:
         "analysis"
+    conda:
+        "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 20 * attempt,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        concepts=lambda wc: concepts_params(wc.model),
+        seed=config["seed"],
     script:
         "../workflow_scripts/concepts.py"
 
 
 rule importance:
     input:
-        concepts=lambda wc: concepts_path(wc.model, wc.class_id),
-        head=lambda wc: head_path(wc.model),
+        concepts=lambda wc: path("concepts", model=wc.model, class_id=wc.class_id),
+        head=lambda wc: path("head", model=wc.model),
     output:
-        f"{OUT}/importance/{{model}}/{{class_id}}.h5",
-    params:
-        importance=config["importance"],
-        class_index=lambda wc: CLASS_INDEX[wc.class_id],
+        PATHS["importance"],
     log:
         f"{OUT}/logs/importance/{{model}}/{{class_id}}.log",
     benchmark:
         f"{OUT}/benchmarks/importance/{{model}}/{{class_id}}.tsv"
     group:
         "analysis"
+    conda:
+        "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        importance=config["importance"],
+        class_index=lambda wc: CLASS_INDEX[wc.class_id],
     script:
         "../workflow_scripts/importance.py"

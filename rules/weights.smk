@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 
-
 # The command line that runs fetch_weights for this very run (working dir, Snakefile,
 # configs); --forcerun: a marker may exist while a job's cache lacks the file.
 _SNAKEFILE = Path(workflow.main_snakefile).resolve()
@@ -39,20 +38,20 @@ localrules:
 rule fetch_weights:
     """Target: the weights of every `pretrained: true` model in the local cache."""
     input:
-        [weights_path(m) for m in PRETRAINED],
+        [path("weights", model=m) for m in PRETRAINED],
 
 
 rule fetch_model_weights:
     output:
-        f"{OUT}/weights/{{model}}.ok",
-    wildcard_constraints:
-        model="|".join(re.escape(m) for m in PRETRAINED) or "(?!)",  # pretrained models only
-    params:
-        timm_name=lambda wc: config["models"][wc.model]["timm_name"],
+        PATHS["weights"],
     log:
         f"{OUT}/logs/fetch_weights/{{model}}.log",
-    threads: 1
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in PRETRAINED) or "(?!)",  # pretrained models only
     conda:
         "../envs/gpu.yaml"
+    threads: 1
+    params:
+        timm_name=lambda wc: config["models"][wc.model]["timm_name"],
     script:
         "../workflow_scripts/fetch_weights.py"

@@ -92,13 +92,21 @@ def write_bad_images(folder: str | Path, prefix: str = "odd", seed: int = 0) -> 
     index = (np.arange(h)[:, None] // 10 + np.arange(w)[None, :] // 10) % 4  # index 0 is transparent
     pimg = PIL.Image.fromarray(index.astype(np.uint8), mode="P")
     pimg.putpalette(palette.ravel().tolist())
-    put("palette.png", _png_bytes(pimg, transparency=0), "palette_transparent",
-        np.where((index == 0)[..., None], np.uint8(255), palette[index]))
+    put(
+        "palette.png",
+        _png_bytes(pimg, transparency=0),
+        "palette_transparent",
+        np.where((index == 0)[..., None], np.uint8(255), palette[index]),
+    )
     rgba = np.dstack([rgb, alpha])
     put("rgba.png", _png_bytes(PIL.Image.fromarray(rgba, mode="RGBA")), "rgba", _composite_on_white(rgb, alpha))
     la = np.dstack([gray, alpha])
-    put("gray_alpha.png", _png_bytes(PIL.Image.fromarray(la, mode="LA")), "gray_alpha",
-        _composite_on_white(gray3, alpha))
+    put(
+        "gray_alpha.png",
+        _png_bytes(PIL.Image.fromarray(la, mode="LA")),
+        "gray_alpha",
+        _composite_on_white(gray3, alpha),
+    )
     put("png_named.jpg", _png_bytes(PIL.Image.fromarray(rgb)), "png_named_jpg", rgb)
     put("jpeg_named.png", _jpeg_bytes(PIL.Image.fromarray(rgb)), "jpeg_named_png", rgb, 4.0)
     # EXIF orientation 6: the viewer rotates the stored pixels 90 degrees clockwise,

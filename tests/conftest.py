@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
-
-import copy
 
 import pytest
 import yaml
@@ -16,12 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
-def run_snakemake(*args: str, cwd: Path | str = REPO, timeout: int = 900, check: bool = True,
-                  env: dict | None = None) -> subprocess.CompletedProcess:
+def snakemake_command(cwd: Path | str, *args: str) -> list[str]:
+    """The command line of snakemake on the repository's Snakefile, working in ``cwd``."""
+    return [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd), *args]
+
+
+def run_snakemake(
+    *args: str, cwd: Path | str = REPO, timeout: int = 900, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run snakemake on the repository's Snakefile; returns the completed process (text)."""
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd), *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    cmd = snakemake_command(cwd, *args)
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
@@ -30,6 +37,21 @@ def run_snakemake(*args: str, cwd: Path | str = REPO, timeout: int = 900, check:
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def dry_run_jobs(workdir: Path, cfg: dict, config_path: Path | None = None) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry-run of ``cfg`` in ``workdir`` would execute
+    (the config is written to ``config_path``, default ``workdir/tiny.yaml``)."""
+    config = write_config(config_path or workdir / "tiny.yaml", cfg)
+    proc = run_snakemake("-n", "--configfile", str(config), cwd=workdir, timeout=300)
+    jobs = []
+    # grouped jobs are printed indented under "group job ...": allow leading spaces
+    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", proc.stdout):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if m:
+            w = re.search(r"wildcards: (.*)", block)
+            jobs.append((m.group(1), w.group(1) if w else ""))
+    return jobs
 
 
 @pytest.fixture
@@ -51,14 +73,13 @@ def tiny_config(base: dict) -> dict:
         spec["pretrained_cfg_overlay"]["input_size"] = [3, 32, 32]
     cfg["concepts"].update(k=5, concept_images=12, shared_images=20, heldout_images=8, max_iter=100)
     cfg["gallery"].update(n=4, concepts_per_direction=1)
-    cfg["extraction"].update(batch_size=64, num_workers=0)
+    cfg["extraction"].update(batch_size=64, predict_batch_size=64, num_workers=0)
     return cfg
 
 
 def run_tiny(workdir: Path, cfg: dict, *extra: str):
     config = write_config(workdir / "tiny.yaml", cfg)
-    return run_snakemake("--cores", "2", "--configfile", str(config), *extra,
-                         cwd=workdir, timeout=1200)
+    return run_snakemake("--cores", "2", "--configfile", str(config), *extra, cwd=workdir, timeout=1200)
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +90,23 @@ def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
     run_tiny(workdir, cfg)
     return workdir, cfg
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """(workdir, config, files) of the uninterrupted reliability run (``tests/reliability_runs.py``),
+    shared by every test that reads it: copy before changing."""
+    import time
+
+    from reliability_runs import prepare_workdir, reliability_config
+
+    workdir = tmp_path_factory.mktemp("reference")
+    cfg = reliability_config()
+    files = prepare_workdir(workdir, cfg)
+    t0 = time.monotonic()
+    run_snakemake("--cores", "2", "--configfile", str(workdir / "tiny.yaml"), cwd=workdir, timeout=1800)
+    print(f"reference run: {time.monotonic() - t0:.0f} s")
+    return workdir, cfg, files
 
 
 # ------------------------------------------------------------------ measurements

@@ -15,19 +15,25 @@ from rsvc.activations import (
     _spatial_mean,
     extract_to_h5,
     predict_images,
-    read_class_activations,
-    read_skipped,
     readable_mask,
 )
+from rsvc.formats import read_class_activations
+from rsvc.formats import read_skipped_images as read_skipped
 from rsvc.images import canonical_image, load_rgb
 from rsvc.models import ModelSpec, create_model, model_data_config
 from rsvc.patches import patch_boxes
 
 S, P = 64, 32  # canonical image, patch: a 2 x 2 grid (stride 25)
-RESNET = ModelSpec("rn", "resnet18", num_classes=4, model_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},
-                   pretrained_cfg_overlay={"input_size": (3, 40, 40), "mean": (0.4, 0.5, 0.6), "std": (0.2, 0.3, 0.25)})
-VIT = ModelSpec("vt", "test_vit", num_classes=3, model_kwargs={"img_size": 32},
-                pretrained_cfg_overlay={"input_size": (3, 32, 32)})
+RESNET = ModelSpec(
+    "rn",
+    "resnet18",
+    num_classes=4,
+    model_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},
+    pretrained_cfg_overlay={"input_size": (3, 40, 40), "mean": (0.4, 0.5, 0.6), "std": (0.2, 0.3, 0.25)},
+)
+VIT = ModelSpec(
+    "vt", "test_vit", num_classes=3, model_kwargs={"img_size": 32}, pretrained_cfg_overlay={"input_size": (3, 32, 32)}
+)
 SETTINGS = ExtractionSettings(image_size=S, patch_size=P, batch_size=8, num_workers=0)
 
 
@@ -69,8 +75,10 @@ def oracle_inputs(model, paths) -> torch.Tensor:
 
 
 def items_of(paths, split_at=2):
-    return {"a": [(f"id{i}", str(p)) for i, p in enumerate(paths[:split_at])],
-            "b": [(f"id{i}", str(p)) for i, p in enumerate(paths[split_at:], start=split_at)]}
+    return {
+        "a": [(f"id{i}", str(p)) for i, p in enumerate(paths[:split_at])],
+        "b": [(f"id{i}", str(p)) for i, p in enumerate(paths[split_at:], start=split_at)],
+    }
 
 
 def read_all(path, classes=("a", "b")):
@@ -116,8 +124,9 @@ def test_vit_tokens_match_forward_intermediates(tmp_path, vit, images, token):
     got = read_all(tmp_path / "vit.h5")
     x = oracle_inputs(vit, images)
     with torch.no_grad():
-        inter = vit.forward_intermediates(x, indices=[0, 2], norm=False, output_fmt="NLC",
-                                          return_prefix_tokens=True, intermediates_only=True)
+        inter = vit.forward_intermediates(
+            x, indices=[0, 2], norm=False, output_fmt="NLC", return_prefix_tokens=True, intermediates_only=True
+        )
         pre = vit.forward_head(vit.forward_features(x), pre_logits=True)
     for name, (spatial, prefix) in zip(layers, inter):
         want = prefix[:, 0] if token == "cls" else spatial.mean(1)
@@ -141,8 +150,9 @@ def test_deterministic_and_batching_invariant(tmp_path, resnet, images):
 def test_low_precision_close_to_float32(tmp_path, resnet, images):
     layers = ["layer2.1.act2", "pre_logits"]
     extract_to_h5(resnet, layers, items_of(images), tmp_path / "f32.h5", SETTINGS, {})
-    lowp = ExtractionSettings(image_size=S, patch_size=P, batch_size=8, num_workers=0, autocast="bf16",
-                              storage_dtype="float16")
+    lowp = ExtractionSettings(
+        image_size=S, patch_size=P, batch_size=8, num_workers=0, autocast="bf16", storage_dtype="float16"
+    )
     extract_to_h5(resnet, layers, items_of(images), tmp_path / "bf16.h5", lowp, {})
     with h5py.File(tmp_path / "bf16.h5") as f:
         assert f["a/acts/pre_logits"].dtype == np.float16
@@ -155,8 +165,10 @@ def test_low_precision_close_to_float32(tmp_path, resnet, images):
 def test_unreadable_images_are_skipped(tmp_path, resnet):
     expected, unreadable = make_odd_folder(tmp_path / "odd")
     names = sorted(list(expected) + unreadable)
-    items = {"odd": [(n, str(tmp_path / "odd" / n)) for n in names[:7]],
-             "rest": [(n, str(tmp_path / "odd" / n)) for n in names[7:]]}
+    items = {
+        "odd": [(n, str(tmp_path / "odd" / n)) for n in names[:7]],
+        "rest": [(n, str(tmp_path / "odd" / n)) for n in names[7:]],
+    }
     out = tmp_path / "odd.h5"
     extract_to_h5(resnet, ["pre_logits"], items, out, SETTINGS, {})
     skipped = read_skipped(out)
@@ -178,8 +190,14 @@ def test_non_finite_activation_names_model_layer_class_image(tmp_path, images):
     with torch.no_grad():
         model.layer3[0].bn2.weight[0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"model broken, layer layer3\.0\.act2, class a, image id0"):
-        extract_to_h5(model, ["layer2.1.act2", "layer3.0.act2", "pre_logits"], items_of(images),
-                      tmp_path / "nan.h5", SETTINGS, {"model": "broken"})
+        extract_to_h5(
+            model,
+            ["layer2.1.act2", "layer3.0.act2", "pre_logits"],
+            items_of(images),
+            tmp_path / "nan.h5",
+            SETTINGS,
+            {"model": "broken"},
+        )
     assert not (tmp_path / "nan.h5").exists()
 
 

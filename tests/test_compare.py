@@ -20,15 +20,26 @@ def _acts(rng, n, dims, rank=4):
 def test_self_comparison_gives_unit_mmcs_diagonal():
     rng = np.random.default_rng(0)
     n_img, P = 12, 16
-    rows = RowSet(np.array([f"img{i:02d}" for i in range(n_img)], dtype=object),
-                  np.repeat(np.arange(n_img), P), np.tile(np.arange(P), n_img))
+    rows = RowSet(
+        np.array([f"img{i:02d}" for i in range(n_img)], dtype=object),
+        np.repeat(np.arange(n_img), P),
+        np.tile(np.arange(P), n_img),
+    )
     pool = _acts(rng, n_img * P, [8, 16, 32])
     held_rows = RowSet(rows.image_ids[:6], np.repeat(np.arange(6), P), np.tile(np.arange(P), 6))
     held = pool["pre_logits"][: 6 * P]
     W = {l: factorize(A, 5, seed=0).W for l, A in pool.items()}
     head = (rng.normal(size=(4, 24)), rng.normal(size=4))
-    out = compare_class(("a", "b"), {"a": pool, "b": pool}, rows, {"a": held, "b": held}, held_rows,
-                        {"a": W, "b": W}, {"a": head, "b": head}, folds=3)
+    out = compare_class(
+        ("a", "b"),
+        {"a": pool, "b": pool},
+        rows,
+        {"a": held, "b": held},
+        held_rows,
+        {"a": W, "b": W},
+        {"a": head, "b": head},
+        folds=3,
+    )
     for method in ("pearson", "spearman"):
         diag = np.diagonal(out[f"mmcs/{method}"])
         np.testing.assert_allclose(diag, 1.0, atol=1e-6)

@@ -5,8 +5,8 @@ the README's formula, and RN18 vs RN50 (1000 classes) stays within the budget of
 from __future__ import annotations
 
 import itertools
-import os
 import math
+import os
 import re
 import resource
 import time
@@ -15,7 +15,6 @@ import pytest
 import timm
 import torch
 import yaml
-
 from conftest import REPO, run_snakemake, write_config
 from imagenet_tree import IMAGENET_CLASSES, imagenet_wnids, make_imagenet_tree
 

@@ -41,8 +41,11 @@ def test_matches_torch_autograd(problem, target):
     alphas = torch.linspace(0, 1, steps, dtype=torch.float64)
     x = (alphas[:, None, None] * r[None]).requires_grad_(True)  # (steps, n, k)
     z = x @ torch.tensor(W) @ torch.tensor(H).T + torch.tensor(b)
-    out = {"logit": z[..., c], "log_probability": torch.log_softmax(z, -1)[..., c],
-           "probability": torch.softmax(z, -1)[..., c]}[target]
+    out = {
+        "logit": z[..., c],
+        "log_probability": torch.log_softmax(z, -1)[..., c],
+        "probability": torch.softmax(z, -1)[..., c],
+    }[target]
     (grad,) = torch.autograd.grad(out.sum(), x)
     weights = torch.full((steps,), 1.0 / (steps - 1), dtype=torch.float64)
     weights[[0, -1]] /= 2

@@ -24,10 +24,16 @@ from rsvc.models import (
     resolve_layers,
 )
 
-RESNET = ModelSpec("r", "resnet18", num_classes=7, model_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},
-                   pretrained_cfg_overlay={"input_size": (3, 48, 48)})
-VIT = ModelSpec("v", "test_vit", num_classes=5, model_kwargs={"img_size": 32},
-                pretrained_cfg_overlay={"input_size": (3, 32, 32)})
+RESNET = ModelSpec(
+    "r",
+    "resnet18",
+    num_classes=7,
+    model_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},
+    pretrained_cfg_overlay={"input_size": (3, 48, 48)},
+)
+VIT = ModelSpec(
+    "v", "test_vit", num_classes=5, model_kwargs={"img_size": 32}, pretrained_cfg_overlay={"input_size": (3, 32, 32)}
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +78,11 @@ def test_relu_layer_names_resnet18(resnet):
     assert names[:3] == ["act1", "layer1.0.act1", "layer1.0.act2"] and names[-1] == "layer4.1.act2"
     # oracle: the order in which the ReLUs actually run
     order = []
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: order.append(n))
-             for n, m in resnet.named_modules() if isinstance(m, nn.ReLU)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, n=n: order.append(n))
+        for n, m in resnet.named_modules()
+        if isinstance(m, nn.ReLU)
+    ]
     with torch.no_grad():
         resnet(_x(resnet, 1))
     for h in hooks:

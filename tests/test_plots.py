@@ -17,9 +17,28 @@ from rsvc.io import save_figure
 
 REPORT = Path(__file__).resolve().parents[1] / "report"
 COLUMNS = [
-    "pair", "model_a", "model_b", "class_id", "class_name", "direction", "source", "target", "concept",
-    "mcs_pearson", "mcs_spearman", "cmcs_pearson", "cmcs_spearman", "smcs_pearson", "smcs_spearman",
-    "cv_cmcs_pearson", "importance", "l2", "kl", "match_acc", "delta_pearson", "rel_error",
+    "pair",
+    "model_a",
+    "model_b",
+    "class_id",
+    "class_name",
+    "direction",
+    "source",
+    "target",
+    "concept",
+    "mcs_pearson",
+    "mcs_spearman",
+    "cmcs_pearson",
+    "cmcs_spearman",
+    "smcs_pearson",
+    "smcs_spearman",
+    "cv_cmcs_pearson",
+    "importance",
+    "l2",
+    "kl",
+    "match_acc",
+    "delta_pearson",
+    "rel_error",
 ]
 
 
@@ -34,14 +53,32 @@ def tidy_table(n_classes: int = 6, k: int = 10, seed: int = 0, models=("resnet18
                 cmcs = float(np.clip(rng.normal(0.65, 0.2), -1, 1))
                 smcs = float(min(1.0, cmcs + abs(rng.normal(0.1, 0.05))))
                 imp = float(rng.gamma(2.0, 0.05))
-                rows.append(dict(
-                    pair=f"{a}__{b}", model_a=a, model_b=b, class_id=c, class_name=f"class{c}",
-                    direction=f"{source}->{target}", source=source, target=target, concept=i,
-                    mcs_pearson=cmcs - abs(rng.normal(0.1, 0.1)), mcs_spearman=cmcs - 0.1,
-                    cmcs_pearson=cmcs, cmcs_spearman=cmcs, smcs_pearson=smcs, smcs_spearman=smcs,
-                    cv_cmcs_pearson=cmcs, importance=imp, l2=(smcs - cmcs) * 2, kl=(smcs - cmcs) * imp,
-                    match_acc=1 - (smcs - cmcs) * imp, delta_pearson=smcs - cmcs, rel_error=0.2,
-                ))
+                rows.append(
+                    dict(
+                        pair=f"{a}__{b}",
+                        model_a=a,
+                        model_b=b,
+                        class_id=c,
+                        class_name=f"class{c}",
+                        direction=f"{source}->{target}",
+                        source=source,
+                        target=target,
+                        concept=i,
+                        mcs_pearson=cmcs - abs(rng.normal(0.1, 0.1)),
+                        mcs_spearman=cmcs - 0.1,
+                        cmcs_pearson=cmcs,
+                        cmcs_spearman=cmcs,
+                        smcs_pearson=smcs,
+                        smcs_spearman=smcs,
+                        cv_cmcs_pearson=cmcs,
+                        importance=imp,
+                        l2=(smcs - cmcs) * 2,
+                        kl=(smcs - cmcs) * imp,
+                        match_acc=1 - (smcs - cmcs) * imp,
+                        delta_pearson=smcs - cmcs,
+                        rel_error=0.2,
+                    )
+                )
     df = pd.DataFrame(rows)
     assert list(df.columns) == COLUMNS
     return df
@@ -115,8 +152,9 @@ def test_layerwise_small_annotated_and_degenerate(tmp_path):
     assert annotated == sorted(m[np.isfinite(m)].round(2).tolist())
     assert "Spearman" in fig.axes[1].get_ylabel()
     # all NaN and a constant matrix do not crash
-    assert_png(plots.plot_layerwise_mmcs(np.full((2, 2), np.nan), ["x", "y"], ["u", "v"], "a", "b"),
-               tmp_path / "nan.png")
+    assert_png(
+        plots.plot_layerwise_mmcs(np.full((2, 2), np.nan), ["x", "y"], ["u", "v"], "a", "b"), tmp_path / "nan.png"
+    )
     plots.plot_layerwise_mmcs(np.full((1, 1), 0.3), ["x"], ["u"], "a", "b")
     with pytest.raises(ValueError):
         plots.plot_layerwise_mmcs(np.zeros((2, 3)), ["x", "y"], ["u", "v"], "a", "b")
@@ -137,8 +175,9 @@ def test_similarity_vs_importance_regions_match_oracle(tmp_path):
     df = tidy_table()
     df.loc[[0, 3, 7], "cmcs_pearson"] = np.nan
     df.loc[11, "importance"] = np.nan
-    fig = plots.plot_similarity_vs_importance(df, "cmcs_pearson", title="resnet18 vs resnet50",
-                                              sim_threshold=0.55, imp_quantile=0.8)
+    fig = plots.plot_similarity_vs_importance(
+        df, "cmcs_pearson", title="resnet18 vs resnet50", sim_threshold=0.55, imp_quantile=0.8
+    )
     ax = fig.axes[0]
     assert ax.get_xlabel() == "concept importance (CI)" and ax.get_ylabel() == "CMCS (Pearson)"
     assert "4 rows with NaN dropped" in ax.get_title() and "resnet18 vs resnet50" in ax.get_title()
@@ -291,16 +330,27 @@ def test_gallery_rows_colours_and_text(tmp_path):
 # ----------------------------------------------------------------------------- captions
 
 
-@pytest.mark.parametrize("name", [
-    "layerwise_mmcs", "similarity_importance", "smcs_importance", "replacement", "mcs_cmcs",
-    "concept_table", "gallery", "model_matrix", "workflow", "run_summary", "pairs_summary",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "layerwise_mmcs",
+        "similarity_importance",
+        "smcs_importance",
+        "replacement",
+        "mcs_cmcs",
+        "concept_table",
+        "gallery",
+        "model_matrix",
+        "workflow",
+        "run_summary",
+        "pairs_summary",
+    ],
+)
 def test_report_captions_are_valid_rst(name):
     from docutils.core import publish_parts
 
     text = (REPORT / f"{name}.rst").read_text()
     assert len(text.split()) > 30
     # halt on any docutils warning (halt_level 2), the way a broken caption would show in the report
-    html = publish_parts(text, writer="html",
-                         settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+    html = publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})["body"]
     assert "<p>" in html

@@ -31,13 +31,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
-
 from conftest import run_tiny
+from scipy.optimize import linear_sum_assignment
 from test_workflow import dry_run_jobs
 
-from rsvc.io import write_h5
-from rsvc.jobs import SKIPPED_ATTR, compare_job, concepts_job
+from rsvc.formats import Skipped, write_concepts
+from rsvc.jobs import compare_job, concepts_job
+from rsvc.tables import nan_mean
 
 pytestmark = pytest.mark.workflow
 
@@ -77,8 +77,11 @@ def _activation_errors(fp32: Path, other: Path) -> dict[tuple[str, str, str], fl
 def _compare_settings(cfg: dict) -> dict:
     return dict(
         splits={"pool": cfg["dataset"]["pool_split"], "heldout": cfg["dataset"]["heldout_split"]},
-        shared_images=cfg["concepts"]["shared_images"], regression=cfg["regression"],
-        replacement=cfg["replacement"], gallery_n=cfg["gallery"]["n"], seed=cfg["seed"],
+        shared_images=cfg["concepts"]["shared_images"],
+        regression=cfg["regression"],
+        replacement=cfg["replacement"],
+        gallery_n=cfg["gallery"]["n"],
+        seed=cfg["seed"],
     )
 
 
@@ -96,25 +99,28 @@ def _recompare(cfg: dict, acts_out: Path, concepts_dir: Path) -> dict[str, dict]
     settings = _compare_settings(cfg)
     results = {}
     for class_id in cfg["dataset"]["classes"]:
-        acts = {(m, o, s): _shard_file(acts_out, m, o, s, class_id)
-                for m in models for o in models for s in settings["splits"].values()}
-        data, attrs = compare_job(
-            models, class_id, acts,
+        acts = {
+            (m, o, s): _shard_file(acts_out, m, o, s, class_id)
+            for m in models
+            for o in models
+            for s in settings["splits"].values()
+        }
+        data, _ = compare_job(
+            models,
+            class_id,
+            acts,
             concepts={m: concepts_dir / m / f"{class_id}.h5" for m in models},
             heads={m: acts_out / f"heads/{m}.h5" for m in models},
             **settings,
         )
-        if not attrs[SKIPPED_ATTR]:
+        if not isinstance(data, Skipped):
             results[class_id] = data
     return results
 
 
 def _layerwise(results: dict[str, dict], kind: str) -> np.ndarray:
     """Mean over classes of the per-class MMCS matrices (NaN ignored), as the aggregate rule computes it."""
-    stack = np.stack([r[f"mmcs/{kind}"] for r in results.values()])
-    ok = np.isfinite(stack)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok.any(0), np.where(ok, stack, 0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
+    return nan_mean([r[f"mmcs/{kind}"] for r in results.values()])[0]
 
 
 def _directions(results: dict[str, dict]) -> list[str]:
@@ -217,12 +223,16 @@ def test_bf16_changes_activations_within_bf16_precision(bf16_run, tiny_run, meas
     fp32, bf16, _ = bf16_run
     errors = _activation_errors(fp32, bf16)
     worst = max(errors.values())
-    measurement(f"bf16 activations: relative error median {np.median(list(errors.values())):.4f}, "
-                f"max {worst:.4f} over {len(errors)} (file, class, layer) (bound {ACT_REL_BOUND})")
+    measurement(
+        f"bf16 activations: relative error median {np.median(list(errors.values())):.4f}, "
+        f"max {worst:.4f} over {len(errors)} (file, class, layer) (bound {ACT_REL_BOUND})"
+    )
     assert worst > 0, "bf16 gave bit-identical activations: autocast was not applied"
     fixed = fixed_w_differences(tiny_run[1], fp32, bf16)
-    measurement("bf16, W held fixed: " + ", ".join(
-        f"{k} {v}" if k.endswith("mismatch") else f"{k} max diff {v:.4f}" for k, v in fixed.items()))
+    measurement(
+        "bf16, W held fixed: "
+        + ", ".join(f"{k} {v}" if k.endswith("mismatch") else f"{k} max diff {v:.4f}" for k, v in fixed.items())
+    )
     assert not bf16_failures(errors, fixed)
 
 
@@ -272,12 +282,17 @@ def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int) -> None:
     models = PAIR.split("-vs-")
     for m in models:
         for cid in cfg["dataset"]["classes"]:
-            data, attrs, layer_attrs = concepts_job(
-                _shard_file(out, m, m, cfg["dataset"]["pool_split"], cid), cid, k=c["k"],
-                min_images=c["min_images"], max_iter=c["max_iter"], tol=c["tol"],
-                decomposition=cfg["models"][m].get("decomposition", "auto"), seed=seed,
+            result = concepts_job(
+                _shard_file(out, m, m, cfg["dataset"]["pool_split"], cid),
+                cid,
+                k=c["k"],
+                min_images=c["min_images"],
+                max_iter=c["max_iter"],
+                tol=c["tol"],
+                decomposition=cfg["models"][m].get("decomposition", "auto"),
+                seed=seed,
             )
-            write_h5(dest / m / f"{cid}.h5", data, attrs=attrs, group_attrs=layer_attrs)
+            write_concepts(dest / m / f"{cid}.h5", result, {"model": m, "class_id": cid, "seed": seed})
 
 
 def test_full_pipeline_difference_reported_next_to_nmf_seed_noise(bf16_run, tiny_run, tmp_path, measurement):
@@ -294,12 +309,16 @@ def test_full_pipeline_difference_reported_next_to_nmf_seed_noise(bf16_run, tiny
     seed_run = _recompare(cfg, fp32, reseeded)
     bf16_run_results = _recompare(cfg, bf16, bf16 / "concepts")
     lines = []
-    for label, res, w_dir in (("bf16 (full pipeline)", bf16_run_results, bf16 / "concepts"),
-                              ("fp32, NMF seed + 1", seed_run, reseeded)):
+    for label, res, w_dir in (
+        ("bf16 (full pipeline)", bf16_run_results, bf16 / "concepts"),
+        ("fp32, NMF seed + 1", seed_run, reseeded),
+    ):
         mm = {k: float(np.nanmax(np.abs(_layerwise(ref, k) - _layerwise(res, k)))) for k in ("pearson", "spearman")}
         cm, unmatched, total = _cmcs_by_identity(ref, res, fp32 / "concepts", w_dir)
-        lines.append(f"{label}: layerwise MMCS max diff pearson {mm['pearson']:.4f} spearman {mm['spearman']:.4f}; "
-                     f"CMCS max diff {cm:.4f} over concepts found again; {unmatched}/{total} not found again")
+        lines.append(
+            f"{label}: layerwise MMCS max diff pearson {mm['pearson']:.4f} spearman {mm['spearman']:.4f}; "
+            f"CMCS max diff {cm:.4f} over concepts found again; {unmatched}/{total} not found again"
+        )
     for line in lines:
         measurement(line)
     # what is reported is what the workflow stored: its matrix is the mean of the per-class ones recomputed here

@@ -49,9 +49,9 @@ def test_fit_lasso_matches_sklearn():
     X, Y, _ = make_data()
     Xs = StandardScaler().fit_transform(X)
     coef = fit_lasso(Xs, Y - Y.mean(0), alpha=0.1)
-    expected = np.array([
-        Lasso(alpha=0.1, fit_intercept=False, tol=1e-12, max_iter=100000).fit(Xs, y).coef_ for y in (Y - Y.mean(0)).T
-    ])
+    expected = np.array(
+        [Lasso(alpha=0.1, fit_intercept=False, tol=1e-12, max_iter=100000).fit(Xs, y).coef_ for y in (Y - Y.mean(0)).T]
+    )
     assert coef.shape == (3, 25)
     np.testing.assert_allclose(coef, expected, atol=1e-4, rtol=0)
     assert (coef == 0).any() and (coef != 0).any()
@@ -66,8 +66,9 @@ def direct_cross_fit(X, Y, groups, X_test, alpha, n_folds, seed):
     for tr, va in group_folds(groups, n_folds=n_folds, seed=seed):
         sx, sy = StandardScaler().fit(X[tr]), StandardScaler().fit(Y[tr])
         Xs, Ys = sx.transform(X[tr]), sy.transform(Y[tr])
-        C = np.array([Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100000).fit(Xs, y).coef_
-                      for y in Ys.T])
+        C = np.array(
+            [Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100000).fit(Xs, y).coef_ for y in Ys.T]
+        )
         coefs.append(C)
         preds.append(sy.inverse_transform(sx.transform(X_test) @ C.T))
         pv = sy.inverse_transform(sx.transform(X[va]) @ C.T)
@@ -121,8 +122,9 @@ def test_concept_regression_four_maps():
     out = concept_regression(acts_train, acts_test, U_train, U_test, groups, alpha=0.1, tol=1e-10)
     assert list(out) == [("rn18", "rn18"), ("rn50", "rn18"), ("rn18", "rn50"), ("rn50", "rn50")]
     for (src, tgt), res in out.items():
-        single = cross_fitted_lasso(acts_train[src], U_train[tgt], groups, acts_test[src], U_test[tgt],
-                                    alpha=0.1, tol=1e-10)
+        single = cross_fitted_lasso(
+            acts_train[src], U_train[tgt], groups, acts_test[src], U_test[tgt], alpha=0.1, tol=1e-10
+        )
         np.testing.assert_allclose(res.pred, single.pred, atol=1e-6 * np.abs(single.pred).max())
         np.testing.assert_allclose(res.pearson, single.pearson, atol=1e-6)
         assert res.coef.shape == (5, 3, 25)

@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import REPO, run_snakemake
+from PIL import Image
 
 pytestmark = pytest.mark.workflow
 
@@ -60,7 +59,10 @@ def expected_results(cfg: dict) -> dict[str, tuple[str, str, dict | None]]:
     class0 = cfg["dataset"]["classes"][0]
     out = {f"results/{p}": ("Summary", cap, None) for p, cap in SUMMARY.items()}
     out[f"results/pairs/{PAIR}/concepts.csv"] = (
-        "Tables", "concept_table", {"figure": "per-concept table", "models": "ps ↔ nc"})
+        "Tables",
+        "concept_table",
+        {"figure": "per-concept table", "models": "ps ↔ nc"},
+    )
     for name, (cap, what, models) in PAIR_FIGURES.items():
         out[f"results/pairs/{PAIR}/{name}.png"] = ("Figures", cap, {"figure": what, "models": models})
     galleries = {
@@ -71,8 +73,7 @@ def expected_results(cfg: dict) -> dict[str, tuple[str, str, dict | None]]:
         for i in range(cfg["gallery"]["concepts_per_direction"]):
             galleries[f"important_{d}_{i}"] = (f"important, low CMCS, #{i + 1}", models)
     for name, (what, models) in galleries.items():
-        out[f"results/pairs/{PAIR}/galleries/{name}.png"] = (
-            "Galleries", "gallery", {"figure": what, "models": models})
+        out[f"results/pairs/{PAIR}/galleries/{name}.png"] = ("Galleries", "gallery", {"figure": what, "models": models})
     return out
 
 
@@ -156,9 +157,16 @@ def test_report_holds_every_figure_with_its_caption(report):
 # ------------------------------------------------------------------------ headless Chromium
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--remote-debugging-pipe", "--window-size=1600,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-pipe",
+    "--window-size=1600,1000",
 ]
 
 
@@ -173,8 +181,13 @@ def find_chromium() -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=300)
-        proc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                              env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     except subprocess.TimeoutExpired:
         pytest.skip("installing Debian's chromium timed out")
     found = shutil.which("chromium")
@@ -196,10 +209,18 @@ class Chromium:
         os.close(to_browser)
         os.close(from_browser)
         to_browser, from_browser = ends
-        cmd = ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}', binary,
-               *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"]
-        self.proc = subprocess.Popen(cmd, pass_fds=(to_browser, from_browser),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = [
+            "bash",
+            "-c",
+            f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}',
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         os.close(to_browser)
         os.close(from_browser)
         self._buffer = b""
@@ -209,8 +230,14 @@ class Chromium:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable", session=True)
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def _message(self, timeout: float) -> dict:
         end = time.monotonic() + timeout
@@ -240,8 +267,7 @@ class Chromium:
 
     def js(self, expression: str):
         """Value of a JavaScript expression in the page (promises awaited)."""
-        r = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True,
-                      awaitPromise=True)
+        r = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True)
         assert "exceptionDetails" not in r, r["exceptionDetails"]
         return r["result"].get("value")
 
@@ -317,7 +343,7 @@ def test_report_renders_in_headless_chromium(report, browser, shots):
 
     # every figure, opened the way a reader does: its info panel, then the eye button
     n_open = 0
-    for i, (rel, (category, caption, labels)) in enumerate(sorted(expected.items())):
+    for i, (rel, (_category, caption, _labels)) in enumerate(sorted(expected.items())):
         if not rel.endswith(".png"):
             continue
         key = json.dumps(rel)
@@ -328,7 +354,8 @@ def test_report_renders_in_headless_chromium(report, browser, shots):
         shown = browser.wait_for(
             f"(() => {{ const img = [...document.images].find(x => x.src === results[{key}].data_uri);"
             " return img && img.complete && img.naturalWidth > 0 &&"
-            " [img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().width]; })()")
+            " [img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().width]; })()"
+        )
         with Image.open(workdir / rel) as im:
             assert shown[:2] == [im.width, im.height], rel
         assert shown[2] > 100, f"{rel} displayed {shown[2]} px wide"
@@ -341,7 +368,8 @@ def test_report_renders_in_headless_chromium(report, browser, shots):
     browser.js("app.showCategory('Galleries')")
     browser.wait_for("document.body.innerText.includes('lowest CMCS, class')")
     browser.screenshot(shots / "galleries_list.png")
-    broken = browser.js("[...document.images].filter(x => !(x.complete && x.naturalWidth > 0))"
-                        ".map(x => x.src.slice(0, 80))")
+    broken = browser.js(
+        "[...document.images].filter(x => !(x.complete && x.naturalWidth > 0)).map(x => x.src.slice(0, 80))"
+    )
     assert broken == []
     assert browser.errors() == []

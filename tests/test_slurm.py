@@ -107,9 +107,7 @@ def test_every_job_goes_through_sbatch(slurm_cluster: SlurmCluster, toy_run: Toy
     assert minutes(job["TimeLimit"]) == layers * RUNTIME_MIN
 
 
-def test_failing_rule_is_reported_failed_and_retried_bigger(
-    slurm_cluster: SlurmCluster, toy_run: ToyRun
-) -> None:
+def test_failing_rule_is_reported_failed_and_retried_bigger(slurm_cluster: SlurmCluster, toy_run: ToyRun) -> None:
     run = slurm_cluster.snakemake(
         toy_run.workdir, "-s", str(SNAKEFILE), "--forcerun", "total",
         "--config", "fail=1", "--retries", "1", timeout=180,
@@ -140,9 +138,7 @@ def test_failing_rule_is_reported_failed_and_retried_bigger(
 def test_unsatisfiable_request_fails_at_submission(
     slurm_cluster: SlurmCluster, tmp_path: Path, target: str, message: str
 ) -> None:
-    run = slurm_cluster.snakemake(
-        tmp_path, "-s", str(SNAKEFILE), "--retries", "0", target, timeout=120
-    )
+    run = slurm_cluster.snakemake(tmp_path, "-s", str(SNAKEFILE), "--retries", "0", target, timeout=120)
     assert not run.timed_out, run.output[-3000:]
     assert run.returncode != 0
     assert "SLURM sbatch failed" in run.output

@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 import safetensors.numpy
 import yaml
-
 from conftest import REPO, SNAKEMAKE, tiny_config, write_config
 
 try:  # tests/ as a package or as a plain directory on sys.path
@@ -37,8 +36,21 @@ VOLATILE_KEYS = {"seconds"}  # training wall time in models/*.metrics.json
 # one thread per job in both runs: two jobs side by side on the 2-CPU test node
 # (profiles/slurm asks 8 for the GPU rules, capped to the node's 2)
 THREADS = ["--set-threads", "predict=1", "activations=1", "train_model=1", "make_dataset=1", "aggregate_pair=1"]
-RULES = {"make_dataset", "train_model", "predict", "image_sets", "export_head", "activations", "concepts",
-         "importance", "compare", "aggregate_pair", "gallery", "summary", "planted_concept"}
+RULES = {
+    "make_dataset",
+    "train_model",
+    "predict",
+    "image_sets",
+    "export_head",
+    "activations",
+    "concepts",
+    "importance",
+    "compare",
+    "aggregate_pair",
+    "gallery",
+    "summary",
+    "planted_concept",
+}
 GROUPED = {"concepts", "importance", "compare"}  # group "analysis": one sbatch for the lot
 
 
@@ -76,11 +88,13 @@ def _h5_items(path: Path) -> dict[str, object]:
     """Every dataset (array) and attribute (value) of an HDF5 file, by name."""
     items: dict[str, object] = {}
     with h5py.File(path, "r") as f:
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 items[name] = obj[()]
             for key, value in obj.attrs.items():
                 items[f"{name}@{key}"] = value
+
         visit("/", f)
         f.visititems(visit)
     return items
@@ -117,8 +131,11 @@ def compare_file(rel: str, a: Path, b: Path) -> list[str]:
         if list(ta.columns) != list(tb.columns) or len(ta) != len(tb):
             return [f"{rel}: columns/rows differ: {list(ta.columns)} x {len(ta)} vs {list(tb.columns)} x {len(tb)}"]
         # the text of every cell: equal text = equal numbers (written with full precision)
-        return [f"{rel}:{c}: {_max_diff(ta[c].replace('', 'nan'), tb[c].replace('', 'nan'))}"
-                for c in ta.columns if not ta[c].equals(tb[c])]
+        return [
+            f"{rel}:{c}: {_max_diff(ta[c].replace('', 'nan'), tb[c].replace('', 'nan'))}"
+            for c in ta.columns
+            if not ta[c].equals(tb[c])
+        ]
     if a.suffix == ".safetensors":
         sa, sb = safetensors.numpy.load_file(str(a)), safetensors.numpy.load_file(str(b))
         if sa.keys() != sb.keys():
@@ -163,14 +180,34 @@ def test_reduced_demo_through_slurm_equals_local_run(slurm_cluster: SlurmCluster
     with open(tmp_path / "local.out", "w") as local_log:
         # the local reference run, side by side with the SLURM one
         local = subprocess.Popen(
-            ["timeout", "-k", "30", str(RUN_TIMEOUT_S), SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"),
-             "--cores", "2", "--configfile", "config.yaml", *THREADS],
-            cwd=local_dir, stdout=local_log, stderr=subprocess.STDOUT,
+            [
+                "timeout",
+                "-k",
+                "30",
+                str(RUN_TIMEOUT_S),
+                SNAKEMAKE,
+                "--snakefile",
+                str(REPO / "Snakefile"),
+                "--cores",
+                "2",
+                "--configfile",
+                "config.yaml",
+                *THREADS,
+            ],
+            cwd=local_dir,
+            stdout=local_log,
+            stderr=subprocess.STDOUT,
         )
         try:
             run = slurm_cluster.snakemake(
-                slurm_dir, "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", *THREADS,
-                "--slurm-init-seconds-before-status-checks", "3",  # react to finished jobs sooner
+                slurm_dir,
+                "--snakefile",
+                str(REPO / "Snakefile"),
+                "--configfile",
+                "config.yaml",
+                *THREADS,
+                "--slurm-init-seconds-before-status-checks",
+                "3",  # react to finished jobs sooner
                 timeout=RUN_TIMEOUT_S,
             )
         finally:
@@ -192,7 +229,10 @@ def test_reduced_demo_through_slurm_equals_local_run(slurm_cluster: SlurmCluster
     assert len(subs) == len(direct) + len(group_subs)
     for rule, jobid in direct:
         slurm_id, log = subs[jobid]
-        assert log.is_file() and log.parent.relative_to((slurm_dir / ".snakemake" / "slurm_logs").resolve()).parts[0] == f"rule_{rule}"
+        assert (
+            log.is_file()
+            and log.parent.relative_to((slurm_dir / ".snakemake" / "slurm_logs").resolve()).parts[0] == f"rule_{rule}"
+        )
     for job in group_subs:
         assert subs[job][1].is_file() and subs[job][1].parent.name.startswith("group_analysis")
 

@@ -31,8 +31,10 @@ def _load(root, rel):
 def schemes(tmp_path_factory):
     base = tmp_path_factory.mktemp("syn")
     n = {"train": 6, "val": 3}
-    return {s: (base / s, make_dataset(base / s, classes=CLASSES, n_per_split=n, image_size=SIZE, scheme=s, seed=3))
-            for s in ("ps", "nc", "eval")}
+    return {
+        s: (base / s, make_dataset(base / s, classes=CLASSES, n_per_split=n, image_size=SIZE, scheme=s, seed=3))
+        for s in ("ps", "nc", "eval")
+    }
 
 
 def test_layout_and_metadata(schemes):
@@ -76,8 +78,9 @@ def test_base_images_identical_across_schemes(schemes):
 def test_square_rates_follow_the_scheme(tmp_path):
     n = 150
     for scheme in ("ps", "nc", "eval"):
-        meta = make_dataset(tmp_path / scheme, classes=CLASSES[:2], n_per_split={"train": n}, image_size=16,
-                            scheme=scheme, seed=0)
+        meta = make_dataset(
+            tmp_path / scheme, classes=CLASSES[:2], n_per_split={"train": n}, image_size=16, scheme=scheme, seed=0
+        )
         for ci, cname in enumerate(CLASSES[:2]):
             p = square_probability(scheme, ci)
             rate = meta.loc[meta["class"] == cname, "has_square"].mean()
@@ -89,8 +92,9 @@ def test_square_rates_follow_the_scheme(tmp_path):
 
 def test_dataset_is_deterministic(tmp_path, schemes):
     root, meta = schemes["nc"]
-    again = make_dataset(tmp_path / "again", classes=CLASSES, n_per_split={"train": 6, "val": 3}, image_size=SIZE,
-                         scheme="nc", seed=3)
+    again = make_dataset(
+        tmp_path / "again", classes=CLASSES, n_per_split={"train": 6, "val": 3}, image_size=SIZE, scheme="nc", seed=3
+    )
     pd.testing.assert_frame_equal(again, meta)
     for rel in meta.path[:5]:
         assert (root / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes()
@@ -119,11 +123,22 @@ def test_random_resized_boxes_follow_torchvision_bounds():
 
 def test_training_is_deterministic_and_reports_metrics(schemes):
     root, _ = schemes["ps"]
-    spec = ModelSpec("tiny", "resnet18", num_classes=3,
-                     model_kwargs={"channels": (8, 8, 16, 16), "stem_width": 8},
-                     pretrained_cfg_overlay={"input_size": (3, 32, 32)})
-    kwargs = {"input_size": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "seed": 0, "val_root": root / "val",
-              "num_threads": 1}
+    spec = ModelSpec(
+        "tiny",
+        "resnet18",
+        num_classes=3,
+        model_kwargs={"channels": (8, 8, 16, 16), "stem_width": 8},
+        pretrained_cfg_overlay={"input_size": (3, 32, 32)},
+    )
+    kwargs = {
+        "input_size": 32,
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "seed": 0,
+        "val_root": root / "val",
+        "num_threads": 1,
+    }
     sd1, m1 = train_classifier(spec, root / "train", CLASSES, **kwargs)
     sd2, _ = train_classifier(spec, root / "train", CLASSES, **kwargs)
     assert sd1.keys() == sd2.keys()

@@ -11,9 +11,9 @@ import safetensors.torch
 import timm
 import torch
 import yaml
-
 from conftest import REPO, run_snakemake, write_config
 from imagenet_tree import imagenet_wnids, make_imagenet_tree
+
 from rsvc.models import ModelSpec, create_model
 from rsvc.weights import MissingWeightsError, cached_weights_file, weights_source
 
@@ -65,8 +65,13 @@ def test_missing_weights_fail_at_once_with_model_and_command(hub, monkeypatch):
         create_model(spec)
     assert time.monotonic() - t0 < 2.0  # no network attempt, no model construction
     msg = str(err.value)
-    for part in ("model 'rn18'", RN18, "timm/resnet18.a2_in1k", str(hub),
-                 "snakemake --cores 1 fetch_weights --configfile exp.yaml"):
+    for part in (
+        "model 'rn18'",
+        RN18,
+        "timm/resnet18.a2_in1k",
+        str(hub),
+        "snakemake --cores 1 fetch_weights --configfile exp.yaml",
+    ):
         assert part in msg
 
 
@@ -106,14 +111,24 @@ def test_offline_job_fails_at_once_naming_the_fetch_command(tmp_path):
     marker = tmp_path / "out" / "weights" / "rn18.ok"
     marker.parent.mkdir(parents=True)
     marker.write_text("{}\n")  # fetched once, but not into this job's cache
-    proc = run_snakemake("--cores", "1", "out/heads/rn18.h5", "--configfile", str(config),
-                         cwd=tmp_path, check=False, timeout=300,
-                         env={"HF_HOME": str(tmp_path / "empty_hf_home")})
+    proc = run_snakemake(
+        "--cores",
+        "1",
+        "out/heads/rn18.h5",
+        "--configfile",
+        str(config),
+        cwd=tmp_path,
+        check=False,
+        timeout=300,
+        env={"HF_HOME": str(tmp_path / "empty_hf_home")},
+    )
     assert proc.returncode != 0
     assert "fetch_model_weights" not in proc.stdout + proc.stderr  # the marker is up to date
     log = (tmp_path / "out" / "logs" / "export_head" / "rn18.log").read_text()
     assert "MissingWeightsError" in log and "model 'rn18'" in log and RN18 in log
     assert "HF_HUB_OFFLINE=1" in log
-    assert (f"cd {tmp_path} && snakemake --cores 1 fetch_weights --forcerun fetch_model_weights "
-            f"--snakefile {REPO / 'Snakefile'} --configfile {config}") in log
+    assert (
+        f"cd {tmp_path} && snakemake --cores 1 fetch_weights --forcerun fetch_model_weights "
+        f"--snakefile {REPO / 'Snakefile'} --configfile {config}"
+    ) in log
     assert "huggingface.co" not in log and "Retry" not in log  # failed before any network attempt

@@ -4,33 +4,16 @@ real HDF5), checked against independent recomputation from the stored arrays."""
 from __future__ import annotations
 
 import copy
-import re
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import dry_run_jobs
 from scipy import stats
 
-from conftest import run_snakemake, write_config
-
 pytestmark = pytest.mark.workflow
-
-
-def dry_run_jobs(workdir: Path, cfg: dict) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry-run would execute."""
-    config = write_config(workdir / "tiny.yaml", cfg)
-    proc = run_snakemake("-n", "--configfile", str(config), cwd=workdir, timeout=300)
-    jobs = []
-    # grouped jobs are printed indented under "group job ...": allow leading spaces
-    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", proc.stdout):
-        m = re.match(r"(?:local)?rule (\w+):", block.strip())
-        if m:
-            w = re.search(r"wildcards: (.*)", block)
-            jobs.append((m.group(1), w.group(1) if w else ""))
-    return jobs
 
 
 def test_outputs_and_table_shape(tiny_run):
@@ -50,8 +33,12 @@ def test_outputs_and_table_shape(tiny_run):
     assert n_classes >= 2
     assert len(table) == n_classes * k * 2
     assert set(table["direction"]) == {"nc->ps", "ps->nc"}
-    for png in ["layerwise_mmcs_pearson.png", "cmcs_importance_b_to_a.png", "replacement_a_to_b.png",
-                "galleries/lowest_cmcs_class0_b_to_a.png"]:
+    for png in [
+        "layerwise_mmcs_pearson.png",
+        "cmcs_importance_b_to_a.png",
+        "replacement_a_to_b.png",
+        "galleries/lowest_cmcs_class0_b_to_a.png",
+    ]:
         assert (out / "pairs/ps-vs-nc" / png).stat().st_size > 1000
     assert (out / "summary/planted_concept.csv").exists()
     # no temporary files left behind by the atomic writers

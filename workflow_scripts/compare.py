@@ -1,7 +1,7 @@
 """RSVC for one model pair and one class (all layer pairs, regression, replacement)."""
 
-from rsvc.io import write_h5
-from rsvc.jobs import SKIPPED_ATTR, compare_job
+from rsvc.formats import Skipped, write_compare
+from rsvc.jobs import compare_job
 from rsvc.runtime import limit_threads, setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -10,21 +10,25 @@ p = snakemake.params
 w = snakemake.wildcards
 inp = snakemake.input
 models = tuple(p.models)
-attrs = {
-    "pair": w.pair, "models": list(models), "class_id": w.class_id, "class_index": p.class_index,
-    "shared_images": p.shared_images, "seed": p.seed, "gallery_n": p.gallery_n,
-    "regression": p.regression, "replacement": p.replacement, "splits": p.splits,
+settings = {
+    "splits": p.splits,
+    "shared_images": p.shared_images,
+    "regression": p.regression,
+    "replacement": p.replacement,
+    "gallery_n": p.gallery_n,
+    "seed": p.seed,
 }
+attrs = {"pair": w.pair, "models": list(models), "class_id": w.class_id, "class_index": p.class_index, **settings}
 data, job_attrs = compare_job(
-    models, w.class_id,
+    models,
+    w.class_id,
     activations={tuple(key): path for key, path in zip(p.acts_keys, inp.acts)},
     concepts=dict(zip(models, (inp.concepts_a, inp.concepts_b))),
     heads=dict(zip(models, (inp.head_a, inp.head_b))),
-    splits=p.splits, shared_images=p.shared_images, regression=p.regression,
-    replacement=p.replacement, gallery_n=p.gallery_n, seed=p.seed,
+    **settings,
 )
-if job_attrs[SKIPPED_ATTR]:
-    log.warning("skipping %s / %s: %s", w.pair, w.class_id, job_attrs["reason"])
+if isinstance(data, Skipped):
+    log.warning("skipping %s / %s: %s", w.pair, w.class_id, data.reason)
 else:
     log.info("shared: %d images; held-out: %d images", job_attrs["n_shared_images"], job_attrs["n_heldout_images"])
-write_h5(snakemake.output[0], data, attrs={**attrs, **job_attrs})
+write_compare(snakemake.output[0], data, {**attrs, **job_attrs})

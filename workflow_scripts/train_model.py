@@ -6,14 +6,14 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from rsvc.io import atomic_path, write_json
-from rsvc.jobs import model_spec
 from rsvc.runtime import limit_threads, setup_logging
+from rsvc.specs import ModelSpec
 from rsvc.training import train_classifier
 
 log = setup_logging(snakemake.log[0])
 limit_threads(snakemake.threads)
 p = snakemake.params
-spec = dataclasses.replace(model_spec(p.spec), checkpoint=None)
+spec = dataclasses.replace(ModelSpec(**p.spec), checkpoint=None)
 t = p.train
 data = Path(snakemake.input.data)
 state, metrics = train_classifier(

@@ -23,9 +23,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -45,9 +45,7 @@ def unavailable_reason() -> str | None:
         return "SLURM test cluster needs Linux"
     if os.geteuid() != 0:
         return "SLURM test cluster needs root (Debian packages, daemons as SlurmUser=root)"
-    installed = all(shutil.which(c) for c in ("slurmctld", "slurmd", "sbatch")) and Path(
-        "/usr/sbin/munged"
-    ).exists()
+    installed = all(shutil.which(c) for c in ("slurmctld", "slurmd", "sbatch")) and Path("/usr/sbin/munged").exists()
     if not installed and shutil.which("apt-get") is None:
         return "SLURM is not installed and apt-get is unavailable to install it"
     if not SNAKEMAKE.exists():
@@ -77,9 +75,7 @@ class SlurmCluster:
 
     def run(self, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run a SLURM client (or anything) against this cluster; text output."""
-        return subprocess.run(
-            list(cmd), env=self.env, capture_output=True, text=True, timeout=timeout
-        )
+        return subprocess.run(list(cmd), env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def job(self, jobid: int | str) -> dict[str, str]:
         """`scontrol show job -o <jobid>` as a dict (JobState, Partition, NumCPUs,

@@ -1,0 +1,485 @@
+"""The one home of every artifact's file format: one writer and one reader per kind.
+
+Torch-free (numpy, h5py, pandas), so every CPU job, table, figure and test reads
+results through here and no other module knows a dataset name or column. Writes
+are atomic (:mod:`rsvc.io`).
+
+==============  ====================================  ===========================================
+artifact        writer                                reader
+==============  ====================================  ===========================================
+predictions     :func:`write_predictions`             :func:`read_predictions`
+image sets      :func:`write_image_sets`              :func:`read_image_sets`, :func:`read_image_set_counts`
+activations     :class:`ActivationFile`               :func:`read_class_activations`, :func:`read_skipped_images`
+head            :func:`write_head`                    :func:`read_head`
+concepts        :func:`write_concepts`                :func:`read_concepts`
+importance      :func:`write_importance`              :func:`read_importance`
+compare         :func:`write_compare`                 :func:`read_compare_metrics`, :func:`read_mmcs`,
+                                                      :func:`read_heldout`, :func:`read_concept_views`,
+                                                      :func:`read_compare_status`
+layerwise MMCS  :func:`write_layerwise`               :func:`read_layerwise`
+skip marker     :func:`write_skipped` (any per-class  :func:`is_skipped`
+                file)
+==============  ====================================  ===========================================
+
+Shapes: ``n`` patches (rows), ``k`` concepts, ``d`` features, ``C`` classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from rsvc.io import read_strings, set_attrs, write_h5, write_table
+from rsvc.specs import direction
+
+PathLike = str | os.PathLike
+
+# ---------------------------------------------------------------- skip marker
+SKIPPED = "skipped"
+"""Root attribute of every per-class result file: True when the class was not analysed."""
+REASON = "reason"
+"""Root attribute: why the class was skipped (one sentence)."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A per-class job's outcome when its class cannot be analysed; ``extra`` goes into the attributes."""
+
+    reason: str
+    extra: Mapping[str, Any] | None = None
+
+
+def write_skipped(path: PathLike, skipped: Skipped, attrs: Mapping[str, Any]) -> None:
+    """A per-class result file that holds no data, only the parameters and why."""
+    write_h5(path, {}, attrs={**attrs, **(skipped.extra or {}), SKIPPED: True, REASON: skipped.reason})
+
+
+def is_skipped(path: PathLike) -> tuple[bool, str]:
+    """Whether a per-class result file (concepts, importance, compare) marks its class as skipped, and why."""
+    with h5py.File(path, "r") as f:
+        return bool(f.attrs.get(SKIPPED, False)), str(f.attrs.get(REASON, ""))
+
+
+# ---------------------------------------------------------------- predictions (TSV)
+PREDICTION_COLUMNS = ["image_id", "path", "label", "status", "pred_index", "prob", "pred_class", "reason"]
+OK, SKIPPED_IMAGE = "ok", "skipped"  # values of the status column
+
+
+def write_predictions(path: PathLike, table: pd.DataFrame) -> None:
+    """One row per image of a shard's class folders: columns :data:`PREDICTION_COLUMNS`
+    (``status`` ok/skipped, ``pred_index`` -1 and ``pred_class`` empty for unreadable images)."""
+    write_table(path, table[PREDICTION_COLUMNS])
+
+
+def read_predictions(paths: Iterable[PathLike]) -> pd.DataFrame:
+    """The prediction tables of several shards, concatenated; text columns as ``str``."""
+    frames = [
+        pd.read_csv(
+            p,
+            sep="\t",
+            dtype={"image_id": str, "path": str, "label": str, "pred_class": str, "reason": str, "status": str},
+            keep_default_na=False,
+        )
+        for p in paths
+    ]
+    if not frames:
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    table = pd.concat(frames, ignore_index=True)
+    table["prob"] = pd.to_numeric(table["prob"].replace("", np.nan))
+    return table
+
+
+# ---------------------------------------------------------------- image sets (TSV)
+IMAGE_SET_COLUMNS = ["class_id", "image_id", "path"]
+COUNT_COLUMNS = ["model", "split", "class_id", "n_predicted", "n_selected", "status", "reason"]
+
+
+def write_image_sets(sets_path: PathLike, counts_path: PathLike, sets: pd.DataFrame, counts: pd.DataFrame) -> None:
+    """The images of every class (:data:`IMAGE_SET_COLUMNS`) and one count row per class (:data:`COUNT_COLUMNS`)."""
+    write_table(sets_path, sets[IMAGE_SET_COLUMNS] if len(sets) else pd.DataFrame(columns=IMAGE_SET_COLUMNS))
+    write_table(counts_path, counts[COUNT_COLUMNS] if len(counts) else pd.DataFrame(columns=COUNT_COLUMNS))
+
+
+def read_image_sets(path: PathLike, classes: Sequence[str] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """``{class_id: [(image_id, path), ...]}`` from an image-set table (restricted to ``classes``)."""
+    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    keep = None if classes is None else set(classes)
+    return {
+        cid: list(zip(sub["image_id"], sub["path"]))
+        for cid, sub in df.groupby("class_id", sort=False)
+        if keep is None or cid in keep
+    }
+
+
+def read_image_set_counts(path: PathLike) -> pd.DataFrame:
+    """The count rows of an image-set job (:data:`COUNT_COLUMNS`)."""
+    return pd.read_csv(path, sep="\t", dtype={"class_id": str, "model": str, "split": str}, keep_default_na=False)
+
+
+# ---------------------------------------------------------------- activations (HDF5)
+SKIPPED_COLUMNS = ("class_id", "image_id", "path", "reason")
+
+
+class ActivationFile:
+    """Writer of an activation file, filled batch by batch inside an open (temporary) HDF5 file.
+
+    Layout: ``/<class_id>/acts/<layer>`` ``(n_patches, d)`` storage dtype;
+    ``/<class_id>/image_ids`` ``(n_images,)`` str; ``/<class_id>/patch_image``
+    ``(n_patches,)`` int64 index into image_ids; ``/<class_id>/patch_index``
+    ``(n_patches,)`` int64 grid position; ``/skipped/<column>`` the unreadable
+    images; root attributes (``layers`` as JSON) from :meth:`finish`.
+    """
+
+    def __init__(
+        self, f: h5py.File, classes: Iterable[str], dims: Mapping[str, int], dtype: Any, chunk_rows: Mapping[str, int]
+    ):
+        self.f = f
+        self.acts = {
+            cid: {
+                n: f.create_dataset(
+                    f"{cid}/acts/{n}", shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(chunk_rows[n], d)
+                )
+                for n, d in dims.items()
+            }
+            for cid in classes
+        }
+
+    def dataset(self, class_id: str, layer: str) -> h5py.Dataset:
+        """The resizable ``(rows, d)`` dataset of a class and layer (the caller appends to it)."""
+        return self.acts[class_id][layer]
+
+    def finish(
+        self,
+        image_ids: Mapping[str, Sequence[str]],
+        n_grid: int,
+        skipped: Sequence[tuple[str, str, str, str]],
+        attrs: Mapping[str, Any],
+    ) -> None:
+        """Image ids, patch bookkeeping, the unreadable images and the root attributes."""
+        for cid, ids in image_ids.items():
+            g = self.f[cid]
+            g.create_dataset("image_ids", data=np.array(list(ids), dtype=object), dtype=h5py.string_dtype())
+            g.create_dataset("patch_image", data=np.repeat(np.arange(len(ids), dtype=np.int64), n_grid))
+            g.create_dataset("patch_index", data=np.tile(np.arange(n_grid, dtype=np.int64), len(ids)))
+        sk = self.f.create_group("skipped")
+        for j, col in enumerate(SKIPPED_COLUMNS):
+            sk.create_dataset(col, data=np.array([str(s[j]) for s in skipped], dtype=object), dtype=h5py.string_dtype())
+        set_attrs(self.f, attrs)
+
+
+def read_class_activations(
+    path: PathLike, class_id: str, layers: Sequence[str] | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """-> ``(acts {layer: (n_patches, d) float32}, image_ids (n_images,) str,
+    patch_image (n_patches,) int64, patch_index (n_patches,) int64)``; ``layers=None`` reads all,
+    in the file's layer order. KeyError: the file has no such class; ValueError: it lacks a layer."""
+    with h5py.File(path, "r") as f:
+        if class_id not in f or "acts" not in f[class_id]:
+            raise KeyError(f"{path}: no class {class_id!r}")
+        g = f[class_id]
+        if layers is None:
+            layers = [n for n in json.loads(f.attrs["layers"]) if n in g["acts"]]
+        missing = [n for n in layers if n not in g["acts"]]
+        if missing:
+            raise ValueError(
+                f"{path}: class {class_id!r} has no layers {missing}; delete the file and rerun to extract them"
+            )
+        acts = {n: g["acts"][n][()].astype(np.float32, copy=False) for n in layers}
+        return acts, read_strings(g["image_ids"]), g["patch_image"][()], g["patch_index"][()]
+
+
+def read_activation_attrs(path: PathLike) -> dict[str, Any]:
+    """Root attributes of an activation file (JSON-encoded values decoded)."""
+    with h5py.File(path, "r") as f:
+        return {k: _decode(v) for k, v in f.attrs.items()}
+
+
+def read_skipped_images(path: PathLike) -> pd.DataFrame:
+    """The unreadable images of an activation file: columns class_id, image_id, path, reason."""
+    with h5py.File(path, "r") as f:
+        return pd.DataFrame({c: read_strings(f["skipped"][c]) for c in SKIPPED_COLUMNS})
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+# ---------------------------------------------------------------- head (HDF5)
+def write_head(path: PathLike, weight: np.ndarray, bias: np.ndarray, attrs: Mapping[str, Any]) -> None:
+    """The linear classifier: ``weight (C, d)``, ``bias (C,)``."""
+    write_h5(path, {"weight": weight, "bias": bias}, attrs=attrs)
+
+
+def read_head(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(weight (C, d), bias (C,))`` float64."""
+    with h5py.File(path, "r") as f:
+        return f["weight"][()].astype(np.float64), f["bias"][()].astype(np.float64)
+
+
+# ---------------------------------------------------------------- concepts (HDF5)
+@dataclass(frozen=True)
+class Concepts:
+    """One model's concepts of one class at every layer (layer order = the model's, ``pre_logits`` last).
+
+    W: layer -> ``(k, d)``; U: layer -> ``(n_patches, k)`` on the model's own patches;
+    fit: layer -> {method, rel_error, n_iter, converged}; image_ids ``(n_images,)``,
+    patch_image, patch_index ``(n_patches,)``: the patches U is computed on.
+    """
+
+    W: Mapping[str, np.ndarray]
+    U: Mapping[str, np.ndarray]
+    fit: Mapping[str, Mapping[str, Any]]
+    image_ids: np.ndarray
+    patch_image: np.ndarray
+    patch_index: np.ndarray
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.W)
+
+    @property
+    def rel_error(self) -> dict[str, float]:
+        return {layer: float(self.fit[layer]["rel_error"]) for layer in self.W}
+
+
+def write_concepts(path: PathLike, concepts: Concepts | Skipped, attrs: Mapping[str, Any]) -> None:
+    """``W/<layer>``, ``U/<layer>``, ``layers``, the patch bookkeeping; fit statistics on each ``W/<layer>``."""
+    if isinstance(concepts, Skipped):
+        return write_skipped(path, concepts, attrs)
+    data: dict[str, np.ndarray] = {}
+    for layer in concepts.layers:
+        data[f"W/{layer}"], data[f"U/{layer}"] = concepts.W[layer], concepts.U[layer]
+    data["layers"] = np.array(concepts.layers, dtype=object)
+    data["image_ids"] = np.asarray(concepts.image_ids, dtype=object)
+    data["patch_image"], data["patch_index"] = concepts.patch_image, concepts.patch_index
+    group_attrs = {f"W/{layer}": dict(concepts.fit[layer]) for layer in concepts.layers}
+    write_h5(path, data, attrs={**attrs, SKIPPED: False}, group_attrs=group_attrs)
+
+
+def read_concepts(path: PathLike) -> Concepts:
+    """The concepts of a non-skipped file, W and U as float64."""
+    with h5py.File(path, "r") as f:
+        layers = list(read_strings(f["layers"]))
+        return Concepts(
+            W={layer: f[f"W/{layer}"][()].astype(np.float64) for layer in layers},
+            U={layer: f[f"U/{layer}"][()].astype(np.float64) for layer in layers},
+            fit={layer: {k: _decode(v) for k, v in f[f"W/{layer}"].attrs.items()} for layer in layers},
+            image_ids=read_strings(f["image_ids"]),
+            patch_image=f["patch_image"][()],
+            patch_index=f["patch_index"][()],
+        )
+
+
+# ---------------------------------------------------------------- importance (HDF5)
+def write_importance(
+    path: PathLike, importance: np.ndarray | Skipped, attributions: np.ndarray | None, attrs: Mapping[str, Any]
+) -> None:
+    """``importance (k,)`` and the per-patch ``attributions (n, k)``, or the skip marker."""
+    if isinstance(importance, Skipped):
+        return write_skipped(path, importance, attrs)
+    write_h5(path, {"importance": importance, "attributions": attributions}, attrs={**attrs, SKIPPED: False})
+
+
+def read_importance(path: PathLike) -> np.ndarray | None:
+    """``importance (k,)``, or None when the class was skipped."""
+    with h5py.File(path, "r") as f:
+        return None if f.attrs.get(SKIPPED, False) else f["importance"][()]
+
+
+# ---------------------------------------------------------------- compare (HDF5)
+REGRESSION_FIELDS = ("pearson", "spearman", "cv_pearson", "pred")
+REPLACEMENT_FIELDS = ("l2", "kl", "match_acc")
+
+
+def compare_datasets(
+    *,
+    layers: Mapping[str, Sequence[str]],
+    mmcs: Mapping[str, np.ndarray],
+    mcs: Mapping[tuple[str, str], np.ndarray],
+    regression: Mapping[str, Mapping[str, np.ndarray]],
+    replacement: Mapping[str, Mapping[str, np.ndarray]],
+    views: Mapping[str, np.ndarray],
+    heldout_U: Mapping[str, np.ndarray],
+    pool_U_pre_logits: Mapping[str, np.ndarray],
+    heldout_rows: Any,
+    pool_rows: Any,
+) -> dict[str, np.ndarray]:
+    """The datasets of a compare file, by name (written by :func:`write_compare`).
+
+    layers: model -> layer names; mmcs: method -> ``(La, Lb)``; mcs: (direction, method)
+    -> ``(k,)``; regression: direction -> {pearson, spearman, cv_pearson ``(k,)``,
+    pred ``(m, k)``}; replacement: direction -> {l2, kl, match_acc ``(k,)``}; views:
+    direction -> ``(k, 3, n)`` held-out rows (top real, over, under; -1 = none);
+    heldout_U / pool_U_pre_logits: model -> ``(m, k)`` / ``(n, k)``; rows: RowSets.
+    """
+    out: dict[str, np.ndarray] = {}
+    for m, names in layers.items():
+        out[f"layers/{m}"] = np.array(list(names), dtype=object)
+    for method, matrix in mmcs.items():
+        out[f"mmcs/{method}"] = matrix
+    for (d, method), values in mcs.items():
+        out[f"mcs/{d}/{method}"] = values
+    for d, res in regression.items():
+        for name in REGRESSION_FIELDS:
+            out[f"regression/{d}/{name}"] = res[name]
+    for d, res in replacement.items():
+        for name in REPLACEMENT_FIELDS:
+            out[f"replacement/{d}/{name}"] = res[name]
+    for d, v in views.items():
+        out[f"views/{d}"] = v
+    for m in layers:
+        out[f"heldout/U/{m}"] = heldout_U[m]
+        out[f"pool/U_pre_logits/{m}"] = pool_U_pre_logits[m]
+    for split, rows in (("heldout", heldout_rows), ("pool", pool_rows)):
+        out[f"{split}/image_ids"] = rows.image_ids
+        out[f"{split}/patch_image"] = rows.patch_image
+        out[f"{split}/patch_index"] = rows.patch_index
+    return out
+
+
+def add_rel_error(datasets: dict[str, np.ndarray], model: str, rel_error: Sequence[float]) -> None:
+    """The factorisation's relative error per layer of ``model``, stored with its comparison."""
+    datasets[f"rel_error/{model}"] = np.asarray(rel_error, dtype=np.float64)
+
+
+def write_compare(path: PathLike, datasets: Mapping[str, np.ndarray] | Skipped, attrs: Mapping[str, Any]) -> None:
+    """A compare file: :func:`compare_datasets` and root attributes (``models`` JSON, ``pair``, ``class_id``)."""
+    if isinstance(datasets, Skipped):
+        return write_skipped(path, datasets, attrs)
+    write_h5(path, datasets, attrs={**attrs, SKIPPED: False})
+
+
+def _models(f: h5py.File) -> tuple[str, str]:
+    a, b = json.loads(f.attrs["models"])
+    return str(a), str(b)
+
+
+@dataclass(frozen=True)
+class CompareStatus:
+    pair: str
+    class_id: str
+    models: tuple[str, str]
+    skipped: bool
+    reason: str
+
+
+def read_compare_status(path: PathLike) -> CompareStatus:
+    """Which pair and class a compare file is about and whether it was skipped."""
+    with h5py.File(path, "r") as f:
+        return CompareStatus(
+            str(f.attrs["pair"]),
+            str(f.attrs["class_id"]),
+            _models(f),
+            bool(f.attrs.get(SKIPPED, False)),
+            str(f.attrs.get(REASON, "")),
+        )
+
+
+def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
+    """Per-concept numbers of a compare file, None when skipped.
+
+    -> ``{"models": (a, b), "class_id": str, "directions": {direction: {name: (k,)}},
+    "rel_error": {model: (n_layers,)}}``; per direction: mcs_pearson, mcs_spearman,
+    cmcs_pearson, cmcs_spearman, cv_cmcs_pearson, l2, kl, match_acc (the cross
+    directions) and smcs_pearson, smcs_spearman (the self direction of the target).
+    """
+    with h5py.File(path, "r") as f:
+        if f.attrs.get(SKIPPED, False):
+            return None
+        a, b = _models(f)
+        dirs = {}
+        for src, tgt in ((b, a), (a, b)):
+            d, same = direction(src, tgt), direction(tgt, tgt)
+            dirs[d] = {
+                "mcs_pearson": f[f"mcs/{d}/pearson"][()],
+                "mcs_spearman": f[f"mcs/{d}/spearman"][()],
+                "cmcs_pearson": f[f"regression/{d}/pearson"][()],
+                "cmcs_spearman": f[f"regression/{d}/spearman"][()],
+                "smcs_pearson": f[f"regression/{same}/pearson"][()],
+                "smcs_spearman": f[f"regression/{same}/spearman"][()],
+                "cv_cmcs_pearson": f[f"regression/{d}/cv_pearson"][()],
+                **{name: f[f"replacement/{d}/{name}"][()] for name in REPLACEMENT_FIELDS},
+            }
+        rel = {m: f[f"rel_error/{m}"][()] for m in (a, b)}
+        return {"models": (a, b), "class_id": str(f.attrs["class_id"]), "directions": dirs, "rel_error": rel}
+
+
+def read_mmcs(path: PathLike, method: str) -> tuple[np.ndarray, list[str], list[str]] | None:
+    """``(MMCS (La, Lb), layers_a, layers_b)`` of one class, None when skipped."""
+    with h5py.File(path, "r") as f:
+        if f.attrs.get(SKIPPED, False):
+            return None
+        a, b = _models(f)
+        return f[f"mmcs/{method}"][()], list(read_strings(f[f"layers/{a}"])), list(read_strings(f[f"layers/{b}"]))
+
+
+def read_heldout(path: PathLike, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out concept coefficients ``U (m, k)`` of ``model`` and the rows: image_ids, patch_image, patch_index."""
+    with h5py.File(path, "r") as f:
+        return (
+            f[f"heldout/U/{model}"][()],
+            read_strings(f["heldout/image_ids"]),
+            f["heldout/patch_image"][()],
+            f["heldout/patch_index"][()],
+        )
+
+
+def read_concept_views(path: PathLike, source: str, target: str, concept: int) -> dict[str, Any]:
+    """What a gallery of one concept needs: ``views (3, n)`` held-out rows (top real, over, under; -1 = none),
+    the target's real and the source's predicted coefficient per held-out row ``(m,)``, and the rows."""
+    d = direction(source, target)
+    with h5py.File(path, "r") as f:
+        return {
+            "views": f[f"views/{d}"][concept],
+            "real": f[f"heldout/U/{target}"][:, concept],
+            "pred": f[f"regression/{d}/pred"][:, concept],
+            "image_ids": read_strings(f["heldout/image_ids"]),
+            "patch_image": f["heldout/patch_image"][()],
+            "patch_index": f["heldout/patch_index"][()],
+        }
+
+
+# ---------------------------------------------------------------- layerwise MMCS (HDF5, per pair)
+def write_layerwise(
+    path: PathLike,
+    models: tuple[str, str],
+    mean: Mapping[str, np.ndarray],
+    count: Mapping[str, np.ndarray],
+    layers: Mapping[str, Sequence[str]],
+    attrs: Mapping[str, Any],
+) -> None:
+    """Mean MMCS over classes per method ``(La, Lb)``, the number of classes per cell, the layer names."""
+    a, b = models
+    data = {
+        **{m: mean[m] for m in mean},
+        **{f"n_classes/{m}": count[m] for m in count},
+        f"layers/{a}": np.array(list(layers[a]), dtype=object),
+        f"layers/{b}": np.array(list(layers[b]), dtype=object),
+    }
+    write_h5(path, data, attrs={**attrs, "models": [a, b]})
+
+
+def read_layerwise(path: PathLike, method: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """``(mean (La, Lb), n_classes (La, Lb), layers_a, layers_b)``."""
+    with h5py.File(path, "r") as f:
+        a, b = _models(f)
+        return (
+            f[method][()],
+            f[f"n_classes/{method}"][()],
+            list(read_strings(f[f"layers/{a}"])),
+            list(read_strings(f[f"layers/{b}"])),
+        )

@@ -1,0 +1,72 @@
+"""Fig. 2 galleries: which concept a gallery shows, and its top real, over- and under-predicted patches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rsvc.formats import read_concept_views
+from rsvc.specs import direction
+
+VIEW_GROUPS = ("top_real", "over", "under")  # the rows of a compare file's ``views``
+
+
+def gallery_direction(name: str, models: tuple[str, str]) -> tuple[str, str]:
+    """``(source, target)`` of a gallery: ``b_to_a`` shows a's concepts predicted from b."""
+    a, b = models
+    return (b, a) if "b_to_a" in name else (a, b)
+
+
+def pick_concept(
+    table: pd.DataFrame, name: str, models: tuple[str, str], class0: str, sim_threshold: float
+) -> pd.Series | None:
+    """The concept row (of the tidy table) that gallery ``name`` shows, None when none qualifies.
+
+    ``lowest_cmcs_class0_*``: the lowest CMCS of class ``class0``; ``important_*_i``: the
+    i-th most important concept with CMCS below ``sim_threshold``.
+    """
+    src, tgt = gallery_direction(name, models)
+    rows = table[table["direction"] == direction(src, tgt)].dropna(subset=["cmcs_pearson"])
+    if name.startswith("lowest_cmcs_class0"):
+        rows = rows[rows["class_id"] == class0].sort_values("cmcs_pearson")
+        return rows.iloc[0] if len(rows) else None
+    i = int(name.rsplit("_", 1)[1])
+    rows = rows[rows["cmcs_pearson"] < sim_threshold].sort_values("importance", ascending=False)
+    return rows.iloc[i] if len(rows) > i else None
+
+
+def patch_pixels(image_root: str | Path, image_id: str, box: np.ndarray, image_size: int) -> np.ndarray:
+    """The patch ``box = (x0, y0, x1, y1)`` of the canonical image: ``(h, w, 3)`` uint8."""
+    from rsvc.images import canonical_uint8, load_rgb
+
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return canonical_uint8(load_rgb(Path(image_root) / image_id), image_size)[y0:y1, x0:x1].copy()
+
+
+def concept_gallery(
+    compare_file: str | Path,
+    source: str,
+    target: str,
+    concept: int,
+    image_root: str | Path,
+    boxes: np.ndarray,
+    image_size: int,
+) -> dict[str, list[tuple[np.ndarray, float, float]]]:
+    """``{group: [(patch (h, w, 3) uint8, real coefficient, predicted coefficient), ...]}`` for
+    :func:`rsvc.plots.plot_gallery`: the held-out rows the compare job chose for each view."""
+    v = read_concept_views(compare_file, source, target, concept)
+    groups: dict[str, Any] = {}
+    for group, rows in zip(VIEW_GROUPS, v["views"], strict=True):
+        groups[group] = [
+            (
+                patch_pixels(image_root, v["image_ids"][v["patch_image"][r]], boxes[v["patch_index"][r]], image_size),
+                float(v["real"][r]),
+                float(v["pred"][r]),
+            )
+            for r in rows
+            if r >= 0
+        ]
+    return groups

@@ -1,0 +1,88 @@
+"""Change one config key of a finished run: the dry run must schedule exactly the rules whose
+numbers the key changes (Snakemake's default rerun triggers on params, inputs and code), and
+nothing for the settings that change only speed."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import pytest
+from conftest import dry_run_jobs
+
+pytestmark = pytest.mark.workflow
+
+ANALYSIS = {"compare", "aggregate_pair", "gallery", "summary", "planted_concept"}
+CONCEPTS = {"concepts", "importance"} | ANALYSIS
+NOTHING: set[str] = set()
+
+# (config key, new value, the rules that must rerun)
+CASES = [
+    ("extraction.batch_size", 32, NOTHING),
+    ("extraction.predict_batch_size", 32, NOTHING),
+    ("extraction.num_workers", 1, NOTHING),
+    ("extraction.device", "cpu", NOTHING),
+    ("resources.cpu_threads", 2, NOTHING),
+    ("resources.gpu_threads", 1, NOTHING),
+    ("concepts.k", 4, CONCEPTS),
+    ("concepts.max_iter", 90, CONCEPTS),
+    ("models.ps.decomposition", "seminmf", CONCEPTS),
+    ("concepts.shared_images", 18, ANALYSIS),
+    ("concepts.heldout_images", 6, {"image_sets", "activations"} | ANALYSIS),
+    ("concepts.concept_images", 10, {"image_sets", "activations"} | CONCEPTS),
+    ("extraction.autocast", "bf16", {"activations"} | CONCEPTS),
+    ("regression.alpha", 0.2, ANALYSIS),
+    ("regression.folds", 3, ANALYSIS),
+    ("replacement.mix", 0.5, ANALYSIS),
+    ("gallery.n", 3, ANALYSIS),
+    ("gallery.similarity_threshold", 0.4, {"aggregate_pair", "gallery", "summary"}),
+    ("importance.steps", 20, {"importance", "aggregate_pair", "gallery", "summary"}),
+    ("importance.target", "logit", {"importance", "aggregate_pair", "gallery", "summary"}),
+]
+
+
+def _set(cfg: dict, key: str, value) -> dict:
+    cfg = copy.deepcopy(cfg)
+    *parents, leaf = key.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def schedules(tiny_run, tmp_path_factory):
+    """key -> Counter(rule -> jobs) of the dry run after changing that key on the finished tiny run."""
+    workdir, cfg = tiny_run
+    configs = tmp_path_factory.mktemp("rerun_configs")
+    assert dry_run_jobs(workdir, cfg, configs / "unchanged.yaml") == [], "the finished run must be complete"
+    out = {}
+    for key, value, _ in CASES:
+        jobs = dry_run_jobs(workdir, _set(cfg, key, value), configs / f"{key}.yaml")
+        out[key] = Counter(rule for rule, _ in jobs if rule != "all")
+    return out
+
+
+def test_schedule_table(schedules, measurement):
+    """The table of the README ("What a config change reruns"), printed at the end of the run."""
+    for key, value, _ in CASES:
+        jobs = schedules[key]
+        text = ", ".join(f"{rule} {n}" for rule, n in sorted(jobs.items())) or "nothing"
+        measurement(f"{key} = {value!r}: {text}")
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_a_change_reruns_exactly_what_it_changes(schedules, key, value, expected):
+    assert set(schedules[key]) == expected, (key, dict(schedules[key]))
+
+
+def test_split_and_model_specific_changes_rerun_only_that_split_or_model(schedules, tiny_run):
+    _, cfg = tiny_run
+    n_classes = len(cfg["dataset"]["classes"])
+    n_models = len(cfg["models"])
+    held = schedules["concepts.heldout_images"]
+    assert held["image_sets"] == n_models, "only the held-out image sets (one per model)"
+    assert held["activations"] == n_models * n_models, "only the held-out activations (model x owner)"
+    ps_only = schedules["models.ps.decomposition"]
+    assert ps_only["concepts"] == n_classes and ps_only["importance"] == n_classes, "only ps's concepts"
