@@ -10,6 +10,7 @@ artifact        writer                                reader
 predictions     :func:`write_predictions`             :func:`read_predictions`
 image sets      :func:`write_image_sets`              :func:`read_image_sets`, :func:`read_image_set_counts`
 activations     :class:`ActivationFile`               :func:`read_class_activations`, :func:`read_skipped_images`
+any HDF5 file   (each writer above)                   :func:`read_attrs` (the parameters that produced it)
 head            :func:`write_head`                    :func:`read_head`
 concepts        :func:`write_concepts`                :func:`read_concepts`
 importance      :func:`write_importance`              :func:`read_importance`
@@ -195,8 +196,8 @@ def read_class_activations(
         return acts, read_strings(g["image_ids"]), g["patch_image"][()], g["patch_index"][()]
 
 
-def read_activation_attrs(path: PathLike) -> dict[str, Any]:
-    """Root attributes of an activation file (JSON-encoded values decoded)."""
+def read_attrs(path: PathLike) -> dict[str, Any]:
+    """Root attributes of any result file: the parameters that produced it (JSON-encoded values decoded)."""
     with h5py.File(path, "r") as f:
         return {k: _decode(v) for k, v in f.attrs.items()}
 

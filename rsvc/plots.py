@@ -359,39 +359,12 @@ def plot_similarity_vs_importance(
     low_high = ~high & (x >= imp_thr)
     low_low = ~high & (x < imp_thr)
     box = dict(boxstyle="round,pad=0.3", fc="white", ec="0.6", alpha=0.75)
-    ax.text(
-        0.02,
-        0.98,
-        f"high similarity\n(n = {int(high.sum())})",
-        transform=ax.transAxes,
-        ha="left",
-        va="top",
-        fontsize=9,
-        bbox=box,
-        zorder=5,
-    )
-    ax.text(
-        0.02,
-        0.02,
-        f"low similarity, low importance\n(n = {int(low_low.sum())})",
-        transform=ax.transAxes,
-        ha="left",
-        va="bottom",
-        fontsize=9,
-        bbox=box,
-        zorder=5,
-    )
-    ax.text(
-        0.98,
-        0.02,
-        f"low similarity, high importance\n(n = {int(low_high.sum())})",
-        transform=ax.transAxes,
-        ha="right",
-        va="bottom",
-        fontsize=9,
-        bbox=box,
-        zorder=5,
-    )
+    for x, y, ha, va, text in (
+        (0.02, 0.98, "left", "top", f"high similarity\n(n = {int(high.sum())})"),
+        (0.02, 0.02, "left", "bottom", f"low similarity, low importance\n(n = {int(low_low.sum())})"),
+        (0.98, 0.02, "right", "bottom", f"low similarity, high importance\n(n = {int(low_high.sum())})"),
+    ):
+        ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize=9, bbox=box, zorder=5)
     fig.legend(loc="outside lower center", ncols=2, fontsize=9, frameon=False)
 
     full = _title(title, default, data, n_dropped, same_model)

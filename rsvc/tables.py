@@ -10,16 +10,8 @@ import pandas as pd
 from rsvc.formats import read_compare_metrics, read_importance, read_mmcs
 from rsvc.specs import direction
 
-CONCEPT_COLUMNS = [
-    "pair",
-    "model_a",
-    "model_b",
-    "class_id",
-    "class_name",
-    "direction",
-    "source",
-    "target",
-    "concept",
+#: Per-concept numbers read from a compare file (rsvc.formats.read_compare_metrics), in table order.
+COMPARE_METRICS = (
     "mcs_pearson",
     "mcs_spearman",
     "cmcs_pearson",
@@ -27,12 +19,12 @@ CONCEPT_COLUMNS = [
     "smcs_pearson",
     "smcs_spearman",
     "cv_cmcs_pearson",
-    "importance",
-    "l2",
-    "kl",
-    "match_acc",
-    "delta_pearson",
-    "rel_error",
+)
+#: The tidy concept table: one row per (pair, class, direction, concept).
+CONCEPT_COLUMNS = [
+    *("pair", "model_a", "model_b", "class_id", "class_name", "direction", "source", "target", "concept"),
+    *COMPARE_METRICS,
+    *("importance", "l2", "kl", "match_acc", "delta_pearson", "rel_error"),
 ]
 
 
@@ -65,18 +57,7 @@ def concept_rows(
                     "source": src,
                     "target": tgt,
                     "concept": np.arange(k),
-                    **{
-                        c: m[c]
-                        for c in (
-                            "mcs_pearson",
-                            "mcs_spearman",
-                            "cmcs_pearson",
-                            "cmcs_spearman",
-                            "smcs_pearson",
-                            "smcs_spearman",
-                            "cv_cmcs_pearson",
-                        )
-                    },
+                    **{c: m[c] for c in COMPARE_METRICS},
                     "importance": imp if imp is not None else np.full(k, np.nan),
                     "l2": m["l2"],
                     "kl": m["kl"],

@@ -34,6 +34,28 @@ def run_snakemake(
     return proc
 
 
+def seeded_model(spec, seed: int = 0):
+    """``rsvc.models.create_model(spec)`` after ``torch.manual_seed(seed)`` (reproducible random weights)."""
+    import torch
+
+    from rsvc.models import create_model
+
+    torch.manual_seed(seed)
+    return create_model(spec)
+
+
+@pytest.fixture(scope="module")
+def resnet(request):
+    """The test module's ``RESNET`` spec, built with seeded random weights."""
+    return seeded_model(request.module.RESNET)
+
+
+@pytest.fixture(scope="module")
+def vit(request):
+    """The test module's ``VIT`` spec, built with seeded random weights."""
+    return seeded_model(request.module.VIT)
+
+
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

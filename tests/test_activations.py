@@ -49,18 +49,6 @@ def images(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return create_model(RESNET)
-
-
-@pytest.fixture(scope="module")
-def vit():
-    torch.manual_seed(0)
-    return create_model(VIT)
-
-
 def oracle_inputs(model, paths) -> torch.Tensor:
     """Patches by slicing, resized by torchvision, normalised by hand: (n * 4, 3, H, W)."""
     cfg = model_data_config(model)

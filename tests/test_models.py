@@ -36,18 +36,6 @@ VIT = ModelSpec(
 )
 
 
-@pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return create_model(RESNET)
-
-
-@pytest.fixture(scope="module")
-def vit():
-    torch.manual_seed(0)
-    return create_model(VIT)
-
-
 def _x(model, n=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn((n, *model_data_config(model)["input_size"]), generator=g)

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from rsvc.compare import RowSet, compare_class
-from rsvc.io import write_h5
+from rsvc.formats import Skipped, write_compare, write_importance
 from rsvc.tables import concept_rows, layerwise_mean
 
 
@@ -58,9 +58,9 @@ def test_degenerate_layers_and_concepts_give_nan_that_aggregation_ignores_and_co
     files = []
     for cid, out in classes.items():
         path = tmp_path / f"{cid}.h5"
-        write_h5(path, out, attrs={"pair": "a-vs-b", "models": ["a", "b"], "class_id": cid, "skipped": False})
+        write_compare(path, out, attrs={"pair": "a-vs-b", "models": ["a", "b"], "class_id": cid})
         files.append(path)
-    write_h5(tmp_path / "c_skipped.h5", {}, attrs={"pair": "a-vs-b", "class_id": "c_skipped", "skipped": True})
+    write_compare(tmp_path / "c_skipped.h5", Skipped("test"), attrs={"pair": "a-vs-b", "class_id": "c_skipped"})
     files.append(tmp_path / "c_skipped.h5")
     for method in ("pearson", "spearman"):
         mean, count, la, lb = layerwise_mean(files, method)
@@ -74,7 +74,7 @@ def test_degenerate_layers_and_concepts_give_nan_that_aggregation_ignores_and_co
     imp = {}
     for m in "ab":
         imp[m] = tmp_path / f"imp_{m}.h5"
-        write_h5(imp[m], {"importance": np.arange(3.0)}, attrs={"skipped": False})
+        write_importance(imp[m], np.arange(3.0), np.zeros((1, 3)), attrs={})
     table = concept_rows(files[0], imp, "a-vs-b", "zero")
     assert table["cmcs_pearson"].isna().all() and table["smcs_pearson"].isna().sum() == 3  # b->b only
     assert concept_rows(tmp_path / "c_skipped.h5", imp, "a-vs-b", "skipped").empty

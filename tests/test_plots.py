@@ -14,32 +14,10 @@ from PIL import Image
 
 from rsvc import plots
 from rsvc.io import save_figure
+from rsvc.tables import CONCEPT_COLUMNS
 
 REPORT = Path(__file__).resolve().parents[1] / "report"
-COLUMNS = [
-    "pair",
-    "model_a",
-    "model_b",
-    "class_id",
-    "class_name",
-    "direction",
-    "source",
-    "target",
-    "concept",
-    "mcs_pearson",
-    "mcs_spearman",
-    "cmcs_pearson",
-    "cmcs_spearman",
-    "smcs_pearson",
-    "smcs_spearman",
-    "cv_cmcs_pearson",
-    "importance",
-    "l2",
-    "kl",
-    "match_acc",
-    "delta_pearson",
-    "rel_error",
-]
+COLUMNS = CONCEPT_COLUMNS
 
 
 def tidy_table(n_classes: int = 6, k: int = 10, seed: int = 0, models=("resnet18", "resnet50")) -> pd.DataFrame:

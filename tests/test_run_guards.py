@@ -7,7 +7,6 @@ import copy
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +16,7 @@ from reliability_runs import (
     EMPTY_CLASS,
 )
 
+from rsvc.formats import is_skipped, read_attrs, read_class_activations, read_head, read_layerwise
 from rsvc.models import ModelSpec, create_model
 
 
@@ -44,11 +44,10 @@ def test_bad_images_are_skipped_and_recorded_odd_formats_used(reference):
     for path in (out / "activations").rglob("*.h5"):
         model, owner, split = path.relative_to(out / "activations").parts[:3]
         sets = pd.read_csv(out / f"image_sets/{owner.removeprefix('on_')}/{split}.tsv", sep="\t", dtype=str)
-        with h5py.File(path, "r") as f:
-            for cid, ids in sets.groupby("class_id")["image_id"]:
-                stored = [s.decode() for s in f[f"{cid}/image_ids"][()]]
-                assert stored == list(ids), (path, cid)
-                in_acts |= set(stored)
+        for cid, ids in sets.groupby("class_id")["image_id"]:
+            stored = list(read_class_activations(path, cid)[1])
+            assert stored == list(ids), (path, cid)
+            in_acts |= set(stored)
     # Which odd-format images are drawn into an image set depends on what the trained models predict
     # (it differs between processors), so it is not asserted here; that each readable odd format is
     # decoded and classified is (above: status ok with a prediction), and that whatever is drawn
@@ -99,8 +98,8 @@ def test_class_guards_skip_and_report(reference):
             rows = summary[(summary["stage"] == "image_set") & (summary["what"] == m) & (summary["class_id"] == c)]
             if skip_model[(m, c)]:
                 assert rows["reason"].tolist() == [f"predicted for {n} < min_images={min_images} images"], (m, c)
-                with h5py.File(out / f"concepts/{m}/{c}.h5", "r") as f:
-                    assert f.attrs["skipped"] and str(n) in f.attrs["reason"]
+                skipped, reason = is_skipped(out / f"concepts/{m}/{c}.h5")
+                assert skipped and str(n) in reason
             else:
                 assert rows.empty
     assert skip_model[(models[0], EMPTY_CLASS)] and skip_model[(models[1], EMPTY_CLASS)], (
@@ -115,8 +114,7 @@ def test_class_guards_skip_and_report(reference):
             s = pd.read_csv(out / f"image_sets/{m}/{held}.tsv", sep="\t", dtype=str, keep_default_na=False)
             held_union |= set(s.loc[s["class_id"] == c, "image_id"])
         expect_skip = skip_model[(models[0], c)] or skip_model[(models[1], c)] or len(held_union) < 2
-        with h5py.File(out / f"compare/{pair}/{c}.h5", "r") as f:
-            assert bool(f.attrs["skipped"]) == expect_skip, c
+        assert is_skipped(out / f"compare/{pair}/{c}.h5")[0] == expect_skip, c
         rows = summary[(summary["stage"] == "compare") & (summary["class_id"] == c)]
         assert len(rows) == int(expect_skip) and (rows["reason"].str.len() > 0).all()
         if not expect_skip:
@@ -133,9 +131,8 @@ def test_class_guards_skip_and_report(reference):
     assert summary.loc[summary["stage"] == "pair", "reason"].tolist() == [
         f"{len(used)} of {len(analyze)} classes analysed"
     ]
-    with h5py.File(out / f"pairs/{pair}/layerwise_mmcs.h5", "r") as f:
-        assert f.attrs["n_classes_analysed"] == len(used)
-        assert f["n_classes/pearson"][()].max() <= len(used)
+    assert read_attrs(out / f"pairs/{pair}/layerwise_mmcs.h5")["n_classes_analysed"] == len(used)
+    assert read_layerwise(out / f"pairs/{pair}/layerwise_mmcs.h5", "pearson")[1].max() <= len(used)
     assert f"from {len(used)} of {len(analyze)} classes" in (out / f"logs/aggregate_pair/{pair}.log").read_text()
 
 
@@ -168,13 +165,12 @@ def test_every_hdf5_output_carries_its_parameters(reference):
     kinds = {p.relative_to(out).parts[0] for p in files}
     assert kinds == {"activations", "concepts", "importance", "compare", "heads", "pairs"}
     for path in files:
-        with h5py.File(path, "r") as f:
-            assert len(f.attrs) > 0, path
-    with h5py.File(next((out / "concepts").rglob("*.h5")), "r") as f:
-        assert f.attrs["k"] == cfg["concepts"]["k"] and f.attrs["seed"] == cfg["seed"]
-    with h5py.File(next((out / "activations").rglob("*.h5")), "r") as f:
-        assert f.attrs["image_size"] == cfg["dataset"]["image_size"]
-        assert f.attrs["patch_size"] == cfg["dataset"]["patch_size"]
+        assert len(read_attrs(path)) > 0, path
+    concepts = read_attrs(next((out / "concepts").rglob("*.h5")))
+    assert concepts["k"] == cfg["concepts"]["k"] and concepts["seed"] == cfg["seed"]
+    acts = read_attrs(next((out / "activations").rglob("*.h5")))
+    assert acts["image_size"] == cfg["dataset"]["image_size"]
+    assert acts["patch_size"] == cfg["dataset"]["patch_size"]
     assert not list(out.rglob("*.tmp")), "an uninterrupted run leaves no temporary files"
 
 
@@ -197,8 +193,7 @@ def test_exported_head_of_a_random_init_model_is_the_predicting_model(reference,
     run_snakemake(
         "results/heads/rnd.h5", "--cores", "1", "--configfile", str(tmp_path / "tiny.yaml"), cwd=tmp_path, timeout=600
     )
-    with h5py.File(tmp_path / "results/heads/rnd.h5", "r") as f:
-        weight, bias = f["weight"][()], f["bias"][()]
+    weight, bias = read_head(tmp_path / "results/heads/rnd.h5")  # float64 of the stored values
     seed_everything(0)  # what workflow_scripts/predict.py and activations.py do before create_model
     keys = ("timm_name", "num_classes", "model_kwargs", "pretrained_cfg_overlay")
     model = create_model(ModelSpec(name="rnd", **{k: rnd[k] for k in keys}))
@@ -241,7 +236,6 @@ def test_aggregation_with_every_class_skipped(reference, tmp_path):
     summary = pd.read_csv(out / "summary/run_summary.tsv", sep="\t", dtype=str, keep_default_na=False)
     row = summary[summary["stage"] == "pair"]
     assert row["status"].tolist() == ["empty"] and row["reason"].tolist() == ["0 of 1 classes analysed"]
-    with h5py.File(out / f"pairs/{pair}/layerwise_mmcs.h5", "r") as f:
-        assert f.attrs["n_classes_analysed"] == 0
+    assert read_attrs(out / f"pairs/{pair}/layerwise_mmcs.h5")["n_classes_analysed"] == 0
     for png in ["layerwise_mmcs_pearson.png", "galleries/lowest_cmcs_class0_b_to_a.png"]:
         assert (out / f"pairs/{pair}" / png).stat().st_size > 1000

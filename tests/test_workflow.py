@@ -6,12 +6,13 @@ from __future__ import annotations
 import copy
 import shutil
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import dry_run_jobs
 from scipy import stats
+
+from rsvc.formats import is_skipped, read_concept_views, read_layerwise, read_mmcs
 
 pytestmark = pytest.mark.workflow
 
@@ -24,9 +25,8 @@ def test_outputs_and_table_shape(tiny_run):
     n_classes = table["class_id"].nunique()
     compared = set()
     for cid in cfg["dataset"]["classes"]:
-        with h5py.File(out / f"compare/ps-vs-nc/{cid}.h5", "r") as f:
-            if not f.attrs["skipped"]:
-                compared.add(cid)
+        if not is_skipped(out / f"compare/ps-vs-nc/{cid}.h5")[0]:
+            compared.add(cid)
     assert set(table["class_id"]) == compared
     # the tiny models are trained enough to compare several classes (each predicts >= 21 pool
     # images of every class, against min_images = 5, on the processors tried)
@@ -52,19 +52,19 @@ def test_table_matches_recomputation_from_stored_arrays(tiny_run):
     table = pd.read_csv(out / "pairs/ps-vs-nc/concepts.csv", dtype={"class_id": str})
     checked = 0
     for cid, rows in table.groupby("class_id"):
-        with h5py.File(out / f"compare/ps-vs-nc/{cid}.h5", "r") as f:
-            for r in rows.itertuples():
-                real = f[f"heldout/U/{r.target}"][:, r.concept]
-                pred = f[f"regression/{r.direction}/pred"][:, r.concept]
-                same = f[f"regression/{r.target}->{r.target}/pred"][:, r.concept]
-                if np.ptp(real) == 0 or np.ptp(pred) == 0:
-                    assert np.isnan(r.cmcs_pearson)
-                    continue
-                assert r.cmcs_pearson == pytest.approx(stats.pearsonr(pred, real)[0], abs=1e-9)
-                assert r.cmcs_spearman == pytest.approx(stats.spearmanr(pred, real)[0], abs=1e-9)
-                if np.ptp(same) > 0:
-                    assert r.smcs_pearson == pytest.approx(stats.pearsonr(same, real)[0], abs=1e-9)
-                checked += 1
+        path = out / f"compare/ps-vs-nc/{cid}.h5"
+        for r in rows.itertuples():
+            cross = read_concept_views(path, r.source, r.target, r.concept)
+            real, pred = cross["real"], cross["pred"]
+            same = read_concept_views(path, r.target, r.target, r.concept)["pred"]
+            if np.ptp(real) == 0 or np.ptp(pred) == 0:
+                assert np.isnan(r.cmcs_pearson)
+                continue
+            assert r.cmcs_pearson == pytest.approx(stats.pearsonr(pred, real)[0], abs=1e-9)
+            assert r.cmcs_spearman == pytest.approx(stats.spearmanr(pred, real)[0], abs=1e-9)
+            if np.ptp(same) > 0:
+                assert r.smcs_pearson == pytest.approx(stats.pearsonr(same, real)[0], abs=1e-9)
+            checked += 1
     assert checked > 0
 
 
@@ -73,12 +73,11 @@ def test_layerwise_matrix_is_mean_of_class_matrices(tiny_run):
     out = workdir / "results"
     mats = []
     for path in sorted((out / "compare/ps-vs-nc").glob("*.h5")):
-        with h5py.File(path, "r") as f:
-            if not f.attrs["skipped"]:
-                mats.append(f["mmcs/pearson"][()])
+        found = read_mmcs(path, "pearson")
+        if found is not None:
+            mats.append(found[0])
     assert len(mats) > 1  # a mean over several classes, not one class copied
-    with h5py.File(out / "pairs/ps-vs-nc/layerwise_mmcs.h5", "r") as f:
-        mean = f["pearson"][()]
+    mean = read_layerwise(out / "pairs/ps-vs-nc/layerwise_mmcs.h5", "pearson")[0]
     np.testing.assert_allclose(mean, np.nanmean(np.stack(mats), axis=0), atol=1e-12)
 
 
