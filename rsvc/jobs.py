@@ -226,3 +226,45 @@ def image_sets_job(
         counts.append((model, split, cid, n, len(cand), OK, ""))
     sets_df = pd.concat(sets) if sets else pd.DataFrame(columns=IMAGE_SET_COLUMNS)
     return sets_df, pd.DataFrame(counts, columns=COUNT_COLUMNS)
+
+
+def shard_images(root: str | Path, split: str, shard_classes: list[str], cap: int | None) -> pd.DataFrame:
+    """The image files of a shard's class folders (``image_id`` relative to ``root``, ``path``, ``label``),
+    at most ``cap`` per folder in file-name order. FileNotFoundError names a missing class folder."""
+    from rsvc.images import list_image_files
+
+    root = Path(root)
+    rows = []
+    for cid in shard_classes:
+        folder = root / split / cid
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder}: class folder missing for class '{cid}' (config key dataset.classes / dataset.root)"
+            )
+        files = list_image_files(folder)
+        if cap is not None and len(files) > cap:
+            files = files[:cap]
+        rows += [(str(f.relative_to(root)), str(f), cid) for f in files]
+    return pd.DataFrame(rows, columns=["image_id", "path", "label"])
+
+
+def predictions_job(model, images: pd.DataFrame, classes: list[str], settings) -> pd.DataFrame:
+    """Whole-image predictions of ``model`` (torch module) for the rows of :func:`shard_images`:
+    the table of :func:`rsvc.formats.write_predictions` (unreadable images: status skipped, reason)."""
+    from rsvc.activations import predict_images, readable_mask
+    from rsvc.formats import OK, SKIPPED_IMAGE
+
+    images = images.copy()
+    pred, prob, skipped = predict_images(model, list(images["path"]), settings)
+    readable = readable_mask(list(images["path"]), skipped)
+    images["status"] = SKIPPED_IMAGE
+    images["pred_index"] = -1
+    images["prob"] = np.nan
+    images.loc[readable, "status"] = OK
+    images.loc[readable, "pred_index"] = pred
+    images.loc[readable, "prob"] = prob
+    names = np.asarray(classes, dtype=object)
+    images["pred_class"] = [names[i] if i >= 0 else "" for i in images["pred_index"]]
+    reasons = dict(skipped)
+    images["reason"] = [reasons.get(path, "") for path in images["path"]]
+    return images

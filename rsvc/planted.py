@@ -49,3 +49,53 @@ def square_concept(U: np.ndarray, contains: np.ndarray, n: int = 10) -> int:
             break
         depth *= 2
     return int(candidates[0])
+
+
+PLANTED_COLUMNS = ["concept", "square_in_top", "top_n", "cmcs_pearson", "smcs_pearson", "is_square_concept"]
+
+
+def planted_table(
+    compare_file,
+    metadata,
+    ps: str,
+    nc: str,
+    *,
+    image_size: int,
+    patch_size: int,
+    synthetic_image_size: int,
+    top_n: int,
+):
+    """Per concept of PS (class 0): how many of its ``top_n`` held-out patches hold the square, its CMCS
+    from NC and its SMCS, and which concept is the square's (columns :data:`PLANTED_COLUMNS`).
+
+    metadata: the demo dataset's ``metadata.csv`` (image ``path``, ``has_square``, square box in
+    ``synthetic_image_size`` pixels). None when the compare job skipped the class.
+    """
+    import pandas as pd
+
+    from rsvc.formats import is_skipped, read_compare_metrics, read_heldout
+    from rsvc.patches import patch_boxes
+    from rsvc.specs import direction
+
+    if is_skipped(compare_file)[0]:
+        return None
+    U, ids, pimg, pidx = read_heldout(compare_file, ps)
+    metrics = read_compare_metrics(compare_file)["directions"][direction(nc, ps)]
+    meta = metadata.assign(image_id=metadata["path"].astype(str)).set_index("image_id")
+    row_meta = meta.reindex(ids[pimg])
+    has_square = row_meta["has_square"].fillna(False).astype(bool).to_numpy(bool)
+    scale = image_size / synthetic_image_size
+    square = np.where(has_square[:, None], row_meta[["x0", "y0", "x1", "y1"]].to_numpy(float) * scale, np.nan)
+    contains = overlap_fraction(patch_boxes(image_size, patch_size)[pidx], square) >= 0.5
+    best = square_concept(U, contains, n=top_n)
+    k = U.shape[1]
+    return pd.DataFrame(
+        {
+            "concept": np.arange(k),
+            "square_in_top": square_counts_in_top(U, contains, n=top_n),
+            "top_n": top_n,
+            "cmcs_pearson": metrics["cmcs_pearson"],
+            "smcs_pearson": metrics["smcs_pearson"],
+            "is_square_concept": np.arange(k) == best,
+        }
+    )

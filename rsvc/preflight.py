@@ -95,14 +95,13 @@ def check_dataset(root: str | Path, splits: list[str], classes: list[str], produ
 def model_checks_unavailable() -> str | None:
     """Why :func:`check_model` cannot run here (torch or timm missing, e.g. on a login node that has
     only Snakemake), or None. The jobs then check their model when they build it."""
-    import importlib.util
-
-    missing = [m for m in ("torch", "timm") if importlib.util.find_spec(m) is None]
-    if missing:
+    try:
+        import timm  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
         return (
-            f"preflight: the model checks (timm names, layers, output sizes) were skipped: "
-            f"{' and '.join(missing)} not installed in this environment; the first job of each model "
-            "checks it instead"
+            f"preflight: the model checks (timm names, layers, output sizes) were skipped: {exc.name} is not "
+            "installed in this environment; the first job of each model checks it instead"
         )
     return None
 
@@ -121,8 +120,8 @@ def check_model(name: str, spec: Mapping[str, Any], n_classes: int) -> list[str]
         return [
             f"{key}.timm_name: unknown timm model '{spec['timm_name']}'; closest: {_closest(arch, timm.list_models())}"
         ]
-    kwargs = dict(spec.get("model_kwargs") or {})
-    if spec.get("num_classes") is not None:
+    kwargs = dict(spec["model_kwargs"])
+    if spec["num_classes"] is not None:
         kwargs["num_classes"] = spec["num_classes"]
     try:
         with torch.device("meta"):
@@ -130,7 +129,7 @@ def check_model(name: str, spec: Mapping[str, Any], n_classes: int) -> list[str]
     except Exception as exc:  # noqa: BLE001 - report any construction error with its key
         return [f"{key}: timm.create_model('{spec['timm_name']}', **model_kwargs) failed: {exc}"]
     errors = []
-    layers = spec.get("layers", "relu")
+    layers = spec["layers"]
     if isinstance(layers, list):
         valid = [n for n, _ in model.named_modules() if n] + [PRE_LOGITS]
         for layer in layers:

@@ -55,6 +55,9 @@ CONFETTI = (1, 4)  # distractor squares per image: integers in [lo, hi)
 _SQUARE_STREAM = 7919
 
 
+METADATA = "metadata.csv"  # per image: split, class, path, has_square, square box x0 y0 x1 y1
+
+
 def square_probability(scheme: str, class_index: int) -> float:
     """Probability that an image of ``class_index`` carries the square under ``scheme``."""
     if scheme not in SCHEMES:
@@ -307,5 +310,10 @@ def make_dataset(
                     )
                 )
     meta = pd.DataFrame(rows, columns=["split", "class", "path", "has_square", "x0", "y0", "x1", "y1"])
-    write_table(root / "metadata.csv", meta)
+    write_table(root / METADATA, meta)
     return meta
+
+
+def read_metadata(root: str | Path) -> pd.DataFrame:
+    """The ``metadata.csv`` that :func:`make_dataset` wrote into ``root`` (one row per image)."""
+    return pd.read_csv(Path(root) / METADATA, dtype={"class": str})

@@ -20,7 +20,7 @@ rule make_dataset:
         classes=SYN["classes"],
         n_per_split=SYN["n_per_split"],
         image_size=SYN["image_size"],
-        seed=SYN.get("seed", 0),
+        seed=SYN["seed"],
     script:
         "../workflow_scripts/make_dataset.py"
 

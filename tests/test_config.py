@@ -81,3 +81,46 @@ def test_missing_dataset_folders_are_named(tmp_path, demo_config):
     out = proc.stdout + proc.stderr
     assert "val' does not exist" in out
     assert "class folders missing" in out
+
+
+_NO_TORCH = """
+import importlib.abc, sys
+
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "timm", "torchvision"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_lint_and_dry_run_work_without_torch(tmp_path, demo_config):
+    """A login node with only Snakemake: parsing imports no torch or timm; the model checks say they were skipped."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_NO_TORCH)
+    env = {"PYTHONPATH": str(site)}
+    probe = run_snakemake("--version", cwd=tmp_path, env=env)
+    assert probe.returncode == 0
+    cfg = write_config(tmp_path / "config.yaml", demo_config)
+    dry = run_snakemake("-n", "--configfile", str(cfg), cwd=tmp_path, env=env, timeout=300)
+    assert "model checks (timm names, layers, output sizes) were skipped" in dry.stderr
+    assert "compare" in dry.stdout and "aggregate_pair" in dry.stdout
+    lint = run_snakemake("--lint", "--configfile", str(cfg), cwd=tmp_path, env=env, timeout=300)
+    assert "Congratulations, your workflow is in a good condition" in lint.stdout + lint.stderr
+
+
+def test_the_torch_blocker_blocks(tmp_path):
+    """The test above means something only if the blocker really hides torch from the workflow's Python."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_NO_TORCH)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import torch"], env={"PYTHONPATH": str(site)}, capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "blocked by the test" in proc.stderr
