@@ -197,27 +197,33 @@ def image_sets_job(
     predictions: pd.DataFrame,
     classes: list[str],
     *,
+    by: str = "predicted",
     max_images: int,
     min_images: int | None,
     seed: int,
     model: str,
     split: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Image sets I_m^c: the readable images ``model`` predicts as c, sampled (seeded per class) to ``max_images``.
+    """Image sets I_m^c: the readable images ``model`` predicts as c (``by="predicted"``, the paper) or the
+    images of folder c (``by="labels"``), sampled (seeded per class) to ``max_images``.
 
     predictions: :func:`rsvc.formats.read_predictions` of every shard of the split.
-    min_images: classes predicted for fewer images are skipped (the pool split), None = keep all.
+    min_images: classes with fewer images are skipped (the pool split), None = keep all.
     -> ``(sets, counts)`` for :func:`rsvc.formats.write_image_sets`.
     """
     from rsvc.formats import COUNT_COLUMNS, IMAGE_SET_COLUMNS, OK
 
+    if by not in ("predicted", "labels"):
+        raise ValueError(f"dataset.image_sets must be 'predicted' or 'labels', got {by!r}")
     preds = predictions[predictions["status"] == OK]
+    column = "pred_class" if by == "predicted" else "label"
     sets, counts = [], []
     for ci, cid in enumerate(classes):
-        cand = preds[preds["pred_class"] == cid].sort_values("image_id")
+        cand = preds[preds[column] == cid].sort_values("image_id")
         n = len(cand)
         if min_images is not None and n < min_images:
-            counts.append((model, split, cid, n, 0, "skipped", f"predicted for {n} < min_images={min_images} images"))
+            what = "predicted for" if by == "predicted" else "labelled as this class:"
+            counts.append((model, split, cid, n, 0, "skipped", f"{what} {n} < min_images={min_images} images"))
             continue
         if n > max_images:
             rng = np.random.default_rng([seed, ci])

@@ -168,6 +168,9 @@ def image_set_params(split):
     return {"max_images": c["heldout_images"], "min_images": None}
 
 
+IMAGE_SETS_BY = DATASET["image_sets"]
+
+
 # ------------------------------------------------------------------ demo (synthetic)
 SYN = config.get("synthetic", {})
 TRAINED = [m for m, spec in config["models"].items() if "train" in spec]

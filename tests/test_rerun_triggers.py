@@ -31,6 +31,7 @@ CASES = [
     ("concepts.heldout_images", 6, {"image_sets", "activations"} | ANALYSIS),
     ("concepts.concept_images", 10, {"image_sets", "activations"} | CONCEPTS),
     ("extraction.autocast", "bf16", {"activations"} | CONCEPTS),
+    ("dataset.image_sets", "labels", {"image_sets", "activations"} | CONCEPTS),
     ("regression.alpha", 0.2, ANALYSIS),
     ("regression.folds", 3, ANALYSIS),
     ("replacement.mix", 0.5, ANALYSIS),

@@ -10,6 +10,7 @@ w = snakemake.wildcards
 sets, counts = image_sets_job(
     read_predictions(snakemake.input),
     list(p.classes),
+    by=p.by,
     max_images=p.max_images,
     min_images=p.min_images,
     seed=p.seed,
