@@ -27,20 +27,50 @@ Shapes: ``n`` patches (rows), ``k`` concepts, ``d`` features, ``C`` classes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from rsvc.io import read_strings, set_attrs, write_h5, write_table
 from rsvc.specs import direction
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 PathLike = str | os.PathLike
+
+
+class DamagedFileError(OSError):
+    """An intermediate file that exists but cannot be read; the message names it and says what to do."""
+
+
+@contextlib.contextmanager
+def _open(path: PathLike, mode: str = "r"):
+    """``h5py.File(path)``, with a damaged or truncated file reported by name with the fix."""
+    try:
+        f = h5py.File(path, mode)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise DamagedFileError(
+            f"{path}: cannot be read as HDF5 ({exc}): it is damaged or cut short (a full disk, a killed copy); "
+            "delete it and run again (or rerun its rule with --forcerun)"
+        ) from None
+    with f:
+        yield f
+
+
+def _pd():
+    import pandas as pd  # imported on use: the per-class jobs never read a table
+
+    return pd
+
 
 # ---------------------------------------------------------------- skip marker
 SKIPPED = "skipped"
@@ -64,7 +94,7 @@ def write_skipped(path: PathLike, skipped: Skipped, attrs: Mapping[str, Any]) ->
 
 def is_skipped(path: PathLike) -> tuple[bool, str]:
     """Whether a per-class result file (concepts, importance, compare) marks its class as skipped, and why."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         return bool(f.attrs.get(SKIPPED, False)), str(f.attrs.get(REASON, ""))
 
 
@@ -81,6 +111,7 @@ def write_predictions(path: PathLike, table: pd.DataFrame) -> None:
 
 def read_predictions(paths: Iterable[PathLike]) -> pd.DataFrame:
     """The prediction tables of several shards, concatenated; text columns as ``str``."""
+    pd = _pd()
     frames = [
         pd.read_csv(
             p,
@@ -104,13 +135,14 @@ COUNT_COLUMNS = ["model", "split", "class_id", "n_predicted", "n_selected", "sta
 
 def write_image_sets(sets_path: PathLike, counts_path: PathLike, sets: pd.DataFrame, counts: pd.DataFrame) -> None:
     """The images of every class (:data:`IMAGE_SET_COLUMNS`) and one count row per class (:data:`COUNT_COLUMNS`)."""
+    pd = _pd()
     write_table(sets_path, sets[IMAGE_SET_COLUMNS] if len(sets) else pd.DataFrame(columns=IMAGE_SET_COLUMNS))
     write_table(counts_path, counts[COUNT_COLUMNS] if len(counts) else pd.DataFrame(columns=COUNT_COLUMNS))
 
 
 def read_image_sets(path: PathLike, classes: Sequence[str] | None = None) -> dict[str, list[tuple[str, str]]]:
     """``{class_id: [(image_id, path), ...]}`` from an image-set table (restricted to ``classes``)."""
-    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    df = _pd().read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     keep = None if classes is None else set(classes)
     return {
         cid: list(zip(sub["image_id"], sub["path"]))
@@ -121,7 +153,7 @@ def read_image_sets(path: PathLike, classes: Sequence[str] | None = None) -> dic
 
 def read_image_set_counts(path: PathLike) -> pd.DataFrame:
     """The count rows of an image-set job (:data:`COUNT_COLUMNS`)."""
-    return pd.read_csv(path, sep="\t", dtype={"class_id": str, "model": str, "split": str}, keep_default_na=False)
+    return _pd().read_csv(path, sep="\t", dtype={"class_id": str, "model": str, "split": str}, keep_default_na=False)
 
 
 # ---------------------------------------------------------------- activations (HDF5)
@@ -181,7 +213,7 @@ def read_class_activations(
     """-> ``(acts {layer: (n_patches, d) float32}, image_ids (n_images,) str,
     patch_image (n_patches,) int64, patch_index (n_patches,) int64)``; ``layers=None`` reads all,
     in the file's layer order. KeyError: the file has no such class; ValueError: it lacks a layer."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         if class_id not in f or "acts" not in f[class_id]:
             raise KeyError(f"{path}: no class {class_id!r}")
         g = f[class_id]
@@ -198,14 +230,14 @@ def read_class_activations(
 
 def read_attrs(path: PathLike) -> dict[str, Any]:
     """Root attributes of any result file: the parameters that produced it (JSON-encoded values decoded)."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         return {k: _decode(v) for k, v in f.attrs.items()}
 
 
 def read_skipped_images(path: PathLike) -> pd.DataFrame:
     """The unreadable images of an activation file: columns class_id, image_id, path, reason."""
-    with h5py.File(path, "r") as f:
-        return pd.DataFrame({c: read_strings(f["skipped"][c]) for c in SKIPPED_COLUMNS})
+    with _open(path) as f:
+        return _pd().DataFrame({c: read_strings(f["skipped"][c]) for c in SKIPPED_COLUMNS})
 
 
 def _decode(value: Any) -> Any:
@@ -227,7 +259,7 @@ def write_head(path: PathLike, weight: np.ndarray, bias: np.ndarray, attrs: Mapp
 
 def read_head(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """``(weight (C, d), bias (C,))`` float64."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         return f["weight"][()].astype(np.float64), f["bias"][()].astype(np.float64)
 
 
@@ -273,7 +305,7 @@ def write_concepts(path: PathLike, concepts: Concepts | Skipped, attrs: Mapping[
 
 def read_concepts(path: PathLike) -> Concepts:
     """The concepts of a non-skipped file, W and U as float64."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         layers = list(read_strings(f["layers"]))
         return Concepts(
             W={layer: f[f"W/{layer}"][()].astype(np.float64) for layer in layers},
@@ -297,7 +329,7 @@ def write_importance(
 
 def read_importance(path: PathLike) -> np.ndarray | None:
     """``importance (k,)``, or None when the class was skipped."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         return None if f.attrs.get(SKIPPED, False) else f["importance"][()]
 
 
@@ -380,7 +412,7 @@ class CompareStatus:
 
 def read_compare_status(path: PathLike) -> CompareStatus:
     """Which pair and class a compare file is about and whether it was skipped."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         return CompareStatus(
             str(f.attrs["pair"]),
             str(f.attrs["class_id"]),
@@ -398,7 +430,7 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
     cmcs_pearson, cmcs_spearman, cv_cmcs_pearson, l2, kl, match_acc (the cross
     directions) and smcs_pearson, smcs_spearman (the self direction of the target).
     """
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         if f.attrs.get(SKIPPED, False):
             return None
         a, b = _models(f)
@@ -421,7 +453,7 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
 
 def read_mmcs(path: PathLike, method: str) -> tuple[np.ndarray, list[str], list[str]] | None:
     """``(MMCS (La, Lb), layers_a, layers_b)`` of one class, None when skipped."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         if f.attrs.get(SKIPPED, False):
             return None
         a, b = _models(f)
@@ -430,7 +462,7 @@ def read_mmcs(path: PathLike, method: str) -> tuple[np.ndarray, list[str], list[
 
 def read_heldout(path: PathLike, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Held-out concept coefficients ``U (m, k)`` of ``model`` and the rows: image_ids, patch_image, patch_index."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         return (
             f[f"heldout/U/{model}"][()],
             read_strings(f["heldout/image_ids"]),
@@ -439,11 +471,18 @@ def read_heldout(path: PathLike, model: str) -> tuple[np.ndarray, np.ndarray, np
         )
 
 
+def read_prediction(path: PathLike, source: str, target: str) -> np.ndarray:
+    """The held-out coefficients of ``target``'s concepts predicted from ``source``'s activations ``(m, k)``
+    (``source == target``: the model's own regression, whose score is SMCS)."""
+    with _open(path) as f:
+        return f[f"regression/{direction(source, target)}/pred"][()]
+
+
 def read_concept_views(path: PathLike, source: str, target: str, concept: int) -> dict[str, Any]:
     """What a gallery of one concept needs: ``views (3, n)`` held-out rows (top real, over, under; -1 = none),
     the target's real and the source's predicted coefficient per held-out row ``(m,)``, and the rows."""
     d = direction(source, target)
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         return {
             "views": f[f"views/{d}"][concept],
             "real": f[f"heldout/U/{target}"][:, concept],
@@ -476,7 +515,7 @@ def write_layerwise(
 
 def read_layerwise(path: PathLike, method: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """``(mean (La, Lb), n_classes (La, Lb), layers_a, layers_b)``."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         a, b = _models(f)
         return (
             f[method][()],

@@ -15,11 +15,13 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd  # write_table takes a DataFrame; importing pandas costs 0.2 s
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

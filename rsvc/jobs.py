@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from rsvc.formats import Concepts, Skipped, add_rel_error, is_skipped, read_class_activations, read_concepts, read_head
 from rsvc.specs import PRE_LOGITS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def concepts_job(
@@ -211,6 +213,8 @@ def image_sets_job(
     min_images: classes with fewer images are skipped (the pool split), None = keep all.
     -> ``(sets, counts)`` for :func:`rsvc.formats.write_image_sets`.
     """
+    import pandas as pd
+
     from rsvc.formats import COUNT_COLUMNS, IMAGE_SET_COLUMNS, OK
 
     if by not in ("predicted", "labels"):
@@ -237,6 +241,8 @@ def image_sets_job(
 def shard_images(root: str | Path, split: str, shard_classes: list[str], cap: int | None) -> pd.DataFrame:
     """The image files of a shard's class folders (``image_id`` relative to ``root``, ``path``, ``label``),
     at most ``cap`` per folder in file-name order. FileNotFoundError names a missing class folder."""
+    import pandas as pd
+
     from rsvc.images import list_image_files
 
     root = Path(root)

@@ -106,10 +106,15 @@ def model_checks_unavailable() -> str | None:
     return None
 
 
-def check_model(name: str, spec: Mapping[str, Any], n_classes: int) -> list[str]:
-    """The timm name exists, the layers exist, and the output size matches the class list.
+def check_model(
+    name: str, spec: Mapping[str, Any], n_classes: int, checkpoint_made_by_workflow: bool = False
+) -> list[str]:
+    """The timm name exists, the layers exist, the output size matches the class list, and a
+    ``.safetensors`` checkpoint holds exactly the model's tensors with their shapes.
 
-    The network is built on the meta device: no weights, no memory, no download.
+    The network is built on the meta device and of the checkpoint only the header is read: no
+    weights, no memory, no download. ``checkpoint_made_by_workflow``: the file is an output of
+    this run (the demo trains it), so it need not exist yet.
     """
     import timm
     import torch
@@ -139,6 +144,7 @@ def check_model(name: str, spec: Mapping[str, Any], n_classes: int) -> list[str]
                 )
     elif layers == "blocks" and not hasattr(model, "blocks"):
         errors.append(f"{key}.layers: 'blocks' needs a transformer with .blocks; {spec['timm_name']} has none")
+    errors += _check_checkpoint(key, spec, model, checkpoint_made_by_workflow)
     out = getattr(model, "num_classes", None)
     if out is not None and out != n_classes:
         errors.append(
@@ -148,6 +154,81 @@ def check_model(name: str, spec: Mapping[str, Any], n_classes: int) -> list[str]
     return errors
 
 
+def _check_checkpoint(key: str, spec: Mapping[str, Any], model: Any, made_by_workflow: bool) -> list[str]:
+    from rsvc.checkpoints import CheckpointError, compare_tensors, read_safetensors_header
+
+    path = spec["checkpoint"]
+    if not path:
+        return []
+    if not Path(path).is_file():
+        if made_by_workflow:
+            return []
+        return [
+            f"{key}.checkpoint: {path} does not exist; fix the path or remove the key (pretrained: true uses "
+            "timm's weights)"
+        ]
+    if not str(path).endswith(".safetensors"):
+        return []  # .pth: a pickle container, checked when the job loads it
+    try:
+        stored = read_safetensors_header(path)
+    except CheckpointError as exc:
+        return [f"{key}.checkpoint: {exc}; save the state dict with safetensors.torch.save_file"]
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problem = compare_tensors(expected, stored)
+    if problem is None:
+        return []
+    what = f"timm {spec['timm_name']}" + (f" with num_classes={spec['num_classes']}" if spec["num_classes"] else "")
+    return [
+        f"{key}.checkpoint: {path} does not fit {what}: {problem}; check timm_name, num_classes and "
+        "model_kwargs against the checkpoint"
+    ]
+
+
+def check_device(device: str, local: bool) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)`` of ``extraction.device``: cuda without a visible GPU is an error when the jobs
+    run here, a warning when they are submitted to a cluster (the compute nodes may have one)."""
+    if not device.startswith("cuda"):
+        return [], []
+    try:
+        import torch
+    except ImportError:
+        return [], []
+    if torch.cuda.is_available():
+        return [], []
+    if local:
+        return [
+            f"extraction.device={device}: no CUDA GPU is visible on this machine; use device: auto "
+            "(cuda where there is one, else cpu) or cpu, or submit to a cluster with --profile profiles/slurm"
+        ], []
+    return [], [
+        f"extraction.device={device}: this machine has no CUDA GPU; the jobs are submitted, so the compute "
+        "nodes must have one"
+    ]
+
+
+def read_class_list(path: str | Path) -> tuple[list[str], dict[str, str]]:
+    """Class ids (and readable names) from a class-list file: one id per line, optionally a tab and a name."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"configuration problems:\n  - dataset.classes: class-list file '{path}' does not exist (relative "
+            f"paths are relative to {Path.cwd()}); give the file's path or list the class ids in the config"
+        )
+    ids, names = [], {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        cid, _, name = line.partition("\t")
+        ids.append(cid.strip())
+        if name.strip():
+            names[cid.strip()] = name.strip()
+    return ids, names
+
+
+def message(errors: list[str]) -> str:
+    return "configuration problems:\n  - " + "\n  - ".join(errors)
+
+
 def raise_if(errors: list[str]) -> None:
     if errors:
-        raise ConfigError("configuration problems:\n  - " + "\n  - ".join(errors))
+        raise ConfigError(message(errors))

@@ -11,7 +11,8 @@ validate(config, "../schemas/config.schema.yaml")
 # rsvc is importable from the workflow's own checkout (also without installing it).
 sys.path.insert(0, str(Path(workflow.main_snakefile).parent))
 
-from rsvc.specs import ModelSpec, numeric_params  # pure Python: parsing needs no numpy or torch
+from rsvc import preflight  # noqa: E402 - pure Python, like rsvc.specs: parsing needs no numpy or torch
+from rsvc.specs import ModelSpec, numeric_params  # noqa: E402
 
 OUT = config["outdir"]
 DATASET = config["dataset"]
@@ -21,19 +22,20 @@ SPLITS = [POOL_SPLIT, HELDOUT_SPLIT]
 MODELS = list(config["models"])
 
 
+def _stop(error):
+    """Stop parsing with the preflight's sentences alone (no traceback); exit status 1."""
+    print(error, file=sys.stderr)
+    sys.exit(1)
+
+
 def _read_classes(spec):
     """Class ids in the models' output order, and readable names."""
     if isinstance(spec, list):
         return list(spec), {}
-    ids, names = [], {}
-    for line in Path(spec).read_text().splitlines():
-        if not line.strip():
-            continue
-        cid, _, name = line.partition("\t")
-        ids.append(cid.strip())
-        if name.strip():
-            names[cid.strip()] = name.strip()
-    return ids, names
+    try:
+        return preflight.read_class_list(spec)
+    except preflight.ConfigError as exc:
+        _stop(exc)
 
 
 CLASSES, _CLASS_NAMES_FROM_FILE = _read_classes(DATASET["classes"])
@@ -293,9 +295,14 @@ def all_outputs():
 # ------------------------------------------------------------------ preflight
 # Semantic checks before any job runs (the schema covers keys and types).
 # Only in the main process: jobs on cluster nodes re-read this file.
-if workflow.is_main_process:
-    from rsvc import preflight
+def _runs_locally():
+    try:
+        return workflow.local_exec
+    except AttributeError:
+        return True
 
+
+if workflow.is_main_process:
     _errors = preflight.check_structure(config, CLASSES, ANALYZE, PAIRS)
     _errors += preflight.check_dataset(
         DATASET["root"],
@@ -308,5 +315,10 @@ if workflow.is_main_process:
         print(_skip_models, file=sys.stderr)
     else:
         for _m, _spec in config["models"].items():
-            _errors += preflight.check_model(_m, _spec, len(CLASSES))
-    preflight.raise_if(_errors)
+            _errors += preflight.check_model(_m, _spec, len(CLASSES), checkpoint_made_by_workflow=_m in TRAINED)
+        _device_errors, _device_warnings = preflight.check_device(config["extraction"]["device"], _runs_locally())
+        _errors += _device_errors
+        for _w in _device_warnings:
+            print(f"warning: {_w}", file=sys.stderr)
+    if _errors:
+        _stop(preflight.message(_errors))

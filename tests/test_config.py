@@ -124,3 +124,49 @@ def test_the_torch_blocker_blocks(tmp_path):
         [sys.executable, "-c", "import torch"], env={"PYTHONPATH": str(site)}, capture_output=True, text=True
     )
     assert proc.returncode != 0 and "blocked by the test" in proc.stderr
+
+
+def test_missing_class_list_file_is_named_without_traceback(tmp_path, demo_config):
+    demo_config.pop("synthetic")
+    demo_config["dataset"]["classes"] = "missing_classes.txt"
+    proc = _dry_run(tmp_path, demo_config)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "dataset.classes: class-list file 'missing_classes.txt' does not exist" in out, out[-2000:]
+    assert "Traceback" not in out and 'File "' not in out
+
+
+def test_cuda_without_a_gpu_stops_a_local_dry_run(tmp_path, demo_config):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    demo_config["extraction"]["device"] = "cuda"
+    proc = _dry_run(tmp_path, demo_config)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert "extraction.device=cuda: no CUDA GPU is visible on this machine" in out, out[-2000:]
+    assert "Traceback" not in out and "Job stats" not in out
+
+
+def test_a_truncated_result_file_is_named_with_the_fix(tmp_path):
+    import numpy as np
+
+    from rsvc.formats import Concepts, DamagedFileError, read_concepts, write_concepts
+
+    path = tmp_path / "concepts.h5"
+    rng = np.random.default_rng(0)
+    c = Concepts(
+        W={"pre_logits": rng.random((3, 400))},
+        U={"pre_logits": rng.random((500, 3))},
+        fit={"pre_logits": {"method": "nmf", "rel_error": 0.1, "n_iter": 5, "converged": True}},
+        image_ids=np.array(["a"], dtype=object),
+        patch_image=np.zeros(500, int),
+        patch_index=np.arange(500),
+    )
+    write_concepts(path, c, {"k": 3})
+    np.testing.assert_array_equal(read_concepts(path).W["pre_logits"], c.W["pre_logits"])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DamagedFileError, match="delete it and run again") as err:
+        read_concepts(path)
+    assert str(path) in str(err.value)
