@@ -6,7 +6,31 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-validate(config, "../schemas/config.schema.yaml")
+SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+
+
+def _schema_problems(cfg):
+    """Every schema violation as one sentence naming the config key (instead of Snakemake's schema dump)."""
+    import jsonschema
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text()))
+    lines = []
+    for err in sorted(validator.iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path]):
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        about = err.schema.get("description", "") if isinstance(err.schema, dict) else ""
+        about = f" ({' '.join(about.split())})" if about else ""
+        lines.append(f"{key}: {err.message}{about}")
+    if not lines:
+        return None
+    return "configuration problems:\n  - " + "\n  - ".join(lines) + f"\n(the keys, their types and defaults: {SCHEMA})"
+
+
+_problems = _schema_problems(config)
+if _problems:
+    print(_problems, file=sys.stderr)
+    sys.exit(1)
+validate(config, "../schemas/config.schema.yaml")  # fills in the defaults
 
 # rsvc is importable from the workflow's own checkout (also without installing it).
 sys.path.insert(0, str(Path(workflow.main_snakefile).parent))

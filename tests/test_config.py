@@ -34,6 +34,7 @@ def test_bad_config_names_the_key(tmp_path, demo_config, mutate, key):
     out = proc.stdout + proc.stderr
     assert key in out, out[-3000:]
     assert "Job stats" not in out
+    assert "Traceback" not in out and 'File "' not in out and "Failed validating" not in out, out[-3000:]
 
 
 def _set(path, value):
@@ -65,6 +66,7 @@ def test_semantic_config_errors_stop_before_any_job(tmp_path, demo_config, mutat
     assert proc.returncode != 0
     assert expected in out, out[-3000:]
     assert "Job stats" not in out
+    assert "Traceback" not in out and 'File "' not in out, out[-3000:]
 
 
 def test_missing_dataset_folders_are_named(tmp_path, demo_config):
