@@ -8,7 +8,7 @@ that a typo costs seconds, not a cluster allocation. Structural errors
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +232,64 @@ def message(errors: list[str]) -> str:
 def raise_if(errors: list[str]) -> None:
     if errors:
         raise ConfigError(message(errors))
+
+
+def _model_check_key(name: str, spec: Mapping[str, Any], n_classes: int, made_by_workflow: bool) -> str:
+    """What a model check's outcome depends on: the spec, the class count, the timm and torch versions and
+    the checkpoint file's size and modification time (all known without importing torch)."""
+    import hashlib
+    import json
+    from importlib import metadata
+
+    versions = {}
+    for package in ("timm", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    ckpt = spec.get("checkpoint")
+    stat = None
+    if ckpt and Path(ckpt).is_file():
+        st = Path(ckpt).stat()
+        stat = [st.st_size, st.st_mtime_ns]
+    blob = json.dumps([name, dict(spec), n_classes, made_by_workflow, versions, stat], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def check_models_cached(
+    models: Mapping[str, Mapping[str, Any]], n_classes: int, made_by_workflow: Iterable[str], cache: Path
+) -> tuple[list[str], list[str]]:
+    """:func:`check_model` for every model, skipping those that passed before with the same inputs.
+
+    ``cache``: a JSON list of the keys of passed checks (``.snakemake/`` of the working directory), so a
+    second dry-run or the run after a dry-run imports neither torch nor timm. -> ``(errors, notes)``.
+    """
+    import json
+    import os
+
+    made = set(made_by_workflow)
+    try:
+        passed = set(json.loads(cache.read_text()))
+    except (OSError, ValueError):
+        passed = set()
+    keys = {m: _model_check_key(m, spec, n_classes, m in made) for m, spec in models.items()}
+    todo = [m for m in models if keys[m] not in passed]
+    if not todo:
+        return [], []
+    unavailable = model_checks_unavailable()
+    if unavailable:
+        return [], [unavailable]
+    errors = []
+    for m in todo:
+        found = check_model(m, models[m], n_classes, checkpoint_made_by_workflow=m in made)
+        errors += found
+        if not found and not (m in made and not Path(models[m]["checkpoint"] or "").is_file()):
+            passed.add(keys[m])  # a checkpoint still to be made is checked again once it exists
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(sorted(passed)))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only working directory: the checks simply run again next time
+    return errors, []

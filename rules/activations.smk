@@ -21,8 +21,8 @@ rule activations:
     threads: config["resources"]["gpu_threads"]
     resources:
         gpu_jobs=1,
-        mem_mb=lambda wc, attempt: 12000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        mem_mb=12000,
+        runtime=120,
     params:
         spec=lambda wc: model_params(wc.model),
         layers=lambda wc: config["models"][wc.model]["layers"],

@@ -31,8 +31,8 @@ rule aggregate_pair:
         "../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=8000,
+        runtime=60,
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         classes=ANALYZE,
@@ -67,8 +67,8 @@ rule gallery:
         "../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=4000,
+        runtime=30,
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         names=GALLERIES,
@@ -124,7 +124,7 @@ rule summary:
         "../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
+        mem_mb=4000,
         runtime=30,
     params:
         pairs=PAIR_NAMES,

@@ -237,6 +237,13 @@ def compare_acts_keys(wc):
     return [[m, o, split] for split in SPLITS for m in (a, b) for o in (a, b)]
 
 
+def importance_inputs(wc):
+    return {
+        "concepts": path("concepts", model=wc.model, class_id=wc.class_id),
+        "head": path("head", model=wc.model),
+    }
+
+
 def pair_class_inputs(wc):
     a, b = pair_models(wc.pair)
     return {
@@ -334,15 +341,13 @@ if workflow.is_main_process:
         CLASSES,
         produced_by_workflow="synthetic" in config and Path(DATASET["root"]).parent == Path(SYN["root"]),
     )
-    _skip_models = preflight.model_checks_unavailable()
-    if _skip_models:
-        print(_skip_models, file=sys.stderr)
-    else:
-        for _m, _spec in config["models"].items():
-            _errors += preflight.check_model(_m, _spec, len(CLASSES), checkpoint_made_by_workflow=_m in TRAINED)
-        _device_errors, _device_warnings = preflight.check_device(config["extraction"]["device"], _runs_locally())
-        _errors += _device_errors
-        for _w in _device_warnings:
-            print(f"warning: {_w}", file=sys.stderr)
+    _model_errors, _notes = preflight.check_models_cached(
+        config["models"], len(CLASSES), made_by_workflow=TRAINED, cache=Path(".snakemake/rsvc_preflight.json")
+    )
+    _errors += _model_errors
+    _device_errors, _notes_device = preflight.check_device(config["extraction"]["device"], _runs_locally())
+    _errors += _device_errors
+    for _note in _notes + [f"warning: {w}" for w in _notes_device]:
+        print(_note, file=sys.stderr)
     if _errors:
         _stop(preflight.message(_errors))

@@ -10,14 +10,12 @@ rule compare:
         f"{OUT}/logs/compare/{{pair}}/{{class_id}}.log",
     benchmark:
         f"{OUT}/benchmarks/compare/{{pair}}/{{class_id}}.tsv"
-    group:
-        "analysis"
     conda:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
-        mem_mb=lambda wc, attempt: 6000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=6000,
+        runtime=30,
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         acts_keys=compare_acts_keys,

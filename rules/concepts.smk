@@ -16,14 +16,12 @@ rule concepts:
         f"{OUT}/logs/concepts/{{model}}/{{class_id}}.log",
     benchmark:
         f"{OUT}/benchmarks/concepts/{{model}}/{{class_id}}.tsv"
-    group:
-        "analysis"
     conda:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 20 * attempt,
+        mem_mb=4000,
+        runtime=20,
     params:
         concepts=lambda wc: concepts_params(wc.model),
         seed=config["seed"],
@@ -33,22 +31,19 @@ rule concepts:
 
 rule importance:
     input:
-        concepts=lambda wc: path("concepts", model=wc.model, class_id=wc.class_id),
-        head=lambda wc: path("head", model=wc.model),
+        unpack(importance_inputs),
     output:
         PATHS["importance"],
     log:
         f"{OUT}/logs/importance/{{model}}/{{class_id}}.log",
     benchmark:
         f"{OUT}/benchmarks/importance/{{model}}/{{class_id}}.tsv"
-    group:
-        "analysis"
     conda:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        mem_mb=2000,
+        runtime=10,
     params:
         importance=config["importance"],
         class_index=lambda wc: CLASS_INDEX[wc.class_id],

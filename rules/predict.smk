@@ -16,8 +16,8 @@ rule predict:
     threads: config["resources"]["gpu_threads"]
     resources:
         gpu_jobs=1,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=8000,
+        runtime=60,
     params:
         spec=lambda wc: model_params(wc.model),
         pixels=prediction_params(),
@@ -67,7 +67,7 @@ rule export_head:
         "../envs/gpu.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
+        mem_mb=4000,
         runtime=10,
     params:
         spec=lambda wc: model_params(wc.model),

@@ -42,8 +42,8 @@ rule train_model:
     threads: config["resources"]["gpu_threads"]
     resources:
         gpu_jobs=1,
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=4000,
+        runtime=60,
     params:
         spec=lambda wc: model_params(wc.model),
         train=lambda wc: config["models"][wc.model]["train"],

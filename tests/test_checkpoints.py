@@ -88,3 +88,22 @@ def test_the_header_check_agrees_with_loading(tmp_path):
         create_model(
             ModelSpec("m", "resnet18", checkpoint=str(tmp_path / "bad.safetensors"), num_classes=3, model_kwargs=KWARGS)
         )
+
+
+def test_passed_model_checks_are_cached_until_an_input_changes(tmp_path, monkeypatch):
+    import rsvc.preflight as preflight
+
+    ckpt = tmp_path / "ok.safetensors"
+    _save(ckpt)
+    models = {"rn": _spec(checkpoint=str(ckpt))}
+    cache = tmp_path / ".snakemake/rsvc_preflight.json"
+    calls = []
+    real = preflight.check_model
+    monkeypatch.setattr(preflight, "check_model", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    assert preflight.check_models_cached(models, 3, [], cache) == ([], [])
+    assert preflight.check_models_cached(models, 3, [], cache) == ([], [])
+    assert calls == ["rn"], "the second check is served from the cache"
+    assert preflight.check_models_cached(models, 4, [], cache)[0], "another class count is checked again (and fails)"
+    _save(ckpt, num_classes=10)  # the file changes: checked again, and now it does not fit
+    (error,) = preflight.check_models_cached(models, 3, [], cache)[0]
+    assert "fc.weight" in error and calls == ["rn", "rn", "rn"]
