@@ -3,6 +3,8 @@
 # The library is importable in every job (local, conda or SLURM) through
 # workflow_scripts/rsvc, a link to ../rsvc next to the scripts.
 
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -10,6 +12,21 @@ min_version("9.0")
 
 # The embedded demo is the default; `--configfile X` replaces it (not merges).
 if not workflow.overwrite_configfiles:
+    import sys
+
+    import yaml
+
+    try:  # Snakemake's own message does not say where a YAML error is
+        yaml.safe_load(open(Path(workflow.basedir) / "config.yaml"))
+    except yaml.YAMLError as _exc:
+        _mark = getattr(_exc, "problem_mark", None)
+        _where = f", line {_mark.line + 1}, column {_mark.column + 1}" if _mark else ""
+        print(
+            f"config.yaml{_where}: not valid YAML ({getattr(_exc, 'problem', _exc)}); "
+            "indent with spaces only, never tabs",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
     configfile: "config.yaml"
 

@@ -172,3 +172,26 @@ def test_a_truncated_result_file_is_named_with_the_fix(tmp_path):
     with pytest.raises(DamagedFileError, match="delete it and run again") as err:
         read_concepts(path)
     assert str(path) in str(err.value)
+
+
+def test_a_yaml_error_in_the_default_config_names_file_and_line(tmp_path):
+    """(A --configfile is read by Snakemake's command line before the workflow: its YAML errors are
+    Snakemake's own message.)"""
+    import shutil
+    import subprocess
+
+    from conftest import REPO, SNAKEMAKE
+
+    copy = tmp_path / "workflow"
+    copy.mkdir()
+    for name in ("Snakefile", "rules", "workflow_scripts", "schemas", "report", "envs", "config.yaml"):
+        src = REPO / name
+        (shutil.copytree(src, copy / name, symlinks=True) if src.is_dir() else shutil.copy(src, copy / name))
+    (copy / "rsvc").symlink_to(REPO / "rsvc", target_is_directory=True)
+    lines = (copy / "config.yaml").read_text().splitlines()
+    lines.insert(12, "\tseed: 1")
+    (copy / "config.yaml").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([SNAKEMAKE, "-n"], cwd=copy, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "config.yaml, line 13, column 1: not valid YAML" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
