@@ -18,6 +18,7 @@ from rsvc.replacement import replacement_test
 from rsvc.selection import dissimilarity_views
 from rsvc.similarity import layerwise_correlation, mcs, mmcs
 from rsvc.specs import PRE_LOGITS, direction
+from rsvc.uncertainty import bootstrap_mcs, bootstrap_paired_pearson, permutation_null_mcs
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ def compare_class(
     mix: float = 1.0,
     n_views: int = 10,
     seed: int = 0,
+    bootstrap: int = 0,
+    permutations: int = 0,
+    level: float = 0.95,
 ) -> dict[str, np.ndarray]:
     """Run every RSVC comparison for one class.
 
@@ -110,6 +114,8 @@ def compare_class(
     heldout: model -> pre_logits activations on the held-out patches, (m, d).
     concepts: model -> layer -> concept basis W, (k, d_layer).
     heads: model -> (weight (C, d), bias (C,)) of the linear classifier.
+    bootstrap, permutations, level: draws of the image bootstrap (intervals of CMCS, SMCS and MCS
+    at pre_logits) and of the permutation null of MCS; 0 = none (rsvc.uncertainty).
     """
     a, b = models
     layers = {m: list(pool[m]) for m in models}
@@ -167,6 +173,18 @@ def compare_class(
                 views[i, j, : len(idx)] = idx
         views_of[direction(src, tgt)] = views
 
+    intervals, null = {}, {}
+    if bootstrap:
+        for (src, tgt), res in reg.items():
+            intervals[("regression", direction(src, tgt))] = bootstrap_paired_pearson(
+                res.pred, U_held[tgt], heldout_rows.patch_image, B=bootstrap, seed=seed, level=level
+            )
+        ci_a, ci_b = bootstrap_mcs(U_pool[a][-1], U_pool[b][-1], groups, B=bootstrap, seed=seed, level=level)
+        intervals[("mcs", direction(b, a))], intervals[("mcs", direction(a, b))] = ci_a, ci_b
+    if permutations:
+        mean_a, p_a, mean_b, p_b = permutation_null_mcs(U_pool[a][-1], U_pool[b][-1], groups, P=permutations, seed=seed)
+        null[direction(b, a)], null[direction(a, b)] = (mean_a, p_a), (mean_b, p_b)
+
     return compare_datasets(
         layers=layers,
         mmcs=mmcs_of,
@@ -178,4 +196,6 @@ def compare_class(
         pool_U_pre_logits={m: U_pool[m][-1] for m in models},
         heldout_rows=heldout_rows,
         pool_rows=pool_rows,
+        intervals=intervals,
+        null=null,
     )

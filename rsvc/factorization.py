@@ -74,25 +74,33 @@ def factorize(
     seed: int = 0,
     max_iter: int = 200,
     tol: float = 1e-4,
+    init: str = "nndsvd",
 ) -> Factorization:
-    """Factorise ``A: (n, d)`` into ``U: (n, k) >= 0`` and ``W: (k, d)`` (method per :func:`choose_method`)."""
+    """Factorise ``A: (n, d)`` into ``U: (n, k) >= 0`` and ``W: (k, d)`` (method per :func:`choose_method`).
+
+    ``init``: "nndsvd" (the default start, nearly independent of ``seed``) or "random" (seeded
+    non-negative uniform entries: restarts that can land in other optima, for stability)."""
     fit = nmf if choose_method(A, method) == "nmf" else semi_nmf
-    return fit(A, k, seed=seed, max_iter=max_iter, tol=tol)
+    return fit(A, k, seed=seed, max_iter=max_iter, tol=tol, init=init)
 
 
-def nmf(A: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 200, tol: float = 1e-4) -> Factorization:
+def nmf(
+    A: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 200, tol: float = 1e-4, init: str = "nndsvd"
+) -> Factorization:
     """NMF of non-negative ``A: (n, d)`` by HALS: ``U: (n, k) >= 0``, ``W: (k, d) >= 0``."""
     A = _as_float(A)
     if A.size and A.min() < 0:
         raise ValueError("nmf needs non-negative A; use semi_nmf")
-    U, W = _nndsvd(A, k, seed)
+    U, W = _init(A, k, seed, init)
     return _fit(A, U, W, "nmf", max_iter, tol)
 
 
-def semi_nmf(A: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 200, tol: float = 1e-4) -> Factorization:
+def semi_nmf(
+    A: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 200, tol: float = 1e-4, init: str = "nndsvd"
+) -> Factorization:
     """Semi-NMF of ``A: (n, d)``: ``U: (n, k) >= 0``, ``W: (k, d)`` free (Ding et al. 2008)."""
     A = _as_float(A)
-    U, W = _nndsvd(A, k, seed)
+    U, W = _init(A, k, seed, init)
     return _fit(A, U, W, "seminmf", max_iter, tol)
 
 
@@ -236,6 +244,17 @@ def _randomized_svd(A: np.ndarray, k: int, seed: int, oversample: int = 10, n_po
         Q, _ = np.linalg.qr(A @ Z)
     Ub, s, Vt = np.linalg.svd(Q.T @ A, full_matrices=False)
     return Q @ Ub[:, :k], s[:k], Vt[:k]
+
+
+def _init(A: np.ndarray, k: int, seed: int, init: str) -> tuple[np.ndarray, np.ndarray]:
+    if init == "nndsvd":
+        return _nndsvd(A, k, seed)
+    if init != "random":
+        raise ValueError(f"init must be 'nndsvd' or 'random', got {init!r}")
+    rng = np.random.default_rng([seed, 7])
+    level = np.sqrt(max(float(np.abs(A).mean()), 1e-12) / k)  # scikit-learn's scale of a random start
+    n, d = A.shape
+    return (level * rng.random((n, k))).astype(A.dtype), (level * rng.random((k, d))).astype(A.dtype)
 
 
 def _nndsvd(A: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -279,6 +279,7 @@ class Concepts:
     image_ids: np.ndarray
     patch_image: np.ndarray
     patch_index: np.ndarray
+    stability: Mapping[str, np.ndarray] | None = None  # pre_logits: {"cosine": (k,), "self_mcs": (k,)}
 
     @property
     def layers(self) -> list[str]:
@@ -299,6 +300,8 @@ def write_concepts(path: PathLike, concepts: Concepts | Skipped, attrs: Mapping[
     data["layers"] = np.array(concepts.layers, dtype=object)
     data["image_ids"] = np.asarray(concepts.image_ids, dtype=object)
     data["patch_image"], data["patch_index"] = concepts.patch_image, concepts.patch_index
+    for name, values in (concepts.stability or {}).items():
+        data[f"stability/{name}"] = values
     group_attrs = {f"W/{layer}": dict(concepts.fit[layer]) for layer in concepts.layers}
     write_h5(path, data, attrs={**attrs, SKIPPED: False}, group_attrs=group_attrs)
 
@@ -314,6 +317,7 @@ def read_concepts(path: PathLike) -> Concepts:
             image_ids=read_strings(f["image_ids"]),
             patch_image=f["patch_image"][()],
             patch_index=f["patch_index"][()],
+            stability={n: f[f"stability/{n}"][()] for n in f["stability"]} if "stability" in f else None,
         )
 
 
@@ -350,6 +354,8 @@ def compare_datasets(
     pool_U_pre_logits: Mapping[str, np.ndarray],
     heldout_rows: Any,
     pool_rows: Any,
+    intervals: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None,
+    null: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
     """The datasets of a compare file, by name (written by :func:`write_compare`).
 
@@ -358,6 +364,8 @@ def compare_datasets(
     pred ``(m, k)``}; replacement: direction -> {l2, kl, match_acc ``(k,)``}; views:
     direction -> ``(k, 3, n)`` held-out rows (top real, over, under; -1 = none);
     heldout_U / pool_U_pre_logits: model -> ``(m, k)`` / ``(n, k)``; rows: RowSets.
+    intervals: ("regression" | "mcs", direction) -> (low, high) ``(k,)`` bootstrap interval of the
+    Pearson score; null: direction -> (null mean, p-value) ``(k,)`` of MCS (rsvc.uncertainty).
     """
     out: dict[str, np.ndarray] = {}
     for m, names in layers.items():
@@ -377,6 +385,10 @@ def compare_datasets(
     for m in layers:
         out[f"heldout/U/{m}"] = heldout_U[m]
         out[f"pool/U_pre_logits/{m}"] = pool_U_pre_logits[m]
+    for (kind, d), (low, high) in (intervals or {}).items():
+        out[f"{kind}/{d}/pearson_ci_low"], out[f"{kind}/{d}/pearson_ci_high"] = low, high
+    for d, (mean, p) in (null or {}).items():
+        out[f"mcs/{d}/null_mean"], out[f"mcs/{d}/p_value"] = mean, p
     for split, rows in (("heldout", heldout_rows), ("pool", pool_rows)):
         out[f"{split}/image_ids"] = rows.image_ids
         out[f"{split}/patch_image"] = rows.patch_image
@@ -387,6 +399,12 @@ def compare_datasets(
 def add_rel_error(datasets: dict[str, np.ndarray], model: str, rel_error: Sequence[float]) -> None:
     """The factorisation's relative error per layer of ``model``, stored with its comparison."""
     datasets[f"rel_error/{model}"] = np.asarray(rel_error, dtype=np.float64)
+
+
+def add_stability(datasets: dict[str, np.ndarray], model: str, stability: Mapping[str, np.ndarray] | None) -> None:
+    """The stability of ``model``'s pre_logits concepts over restarts (:attr:`Concepts.stability`)."""
+    for name, values in (stability or {}).items():
+        datasets[f"stability/{model}/{name}"] = np.asarray(values, dtype=np.float64)
 
 
 def write_compare(path: PathLike, datasets: Mapping[str, np.ndarray] | Skipped, attrs: Mapping[str, Any]) -> None:
@@ -428,7 +446,8 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
     -> ``{"models": (a, b), "class_id": str, "directions": {direction: {name: (k,)}},
     "rel_error": {model: (n_layers,)}}``; per direction: mcs_pearson, mcs_spearman,
     cmcs_pearson, cmcs_spearman, cv_cmcs_pearson, l2, kl, match_acc (the cross
-    directions) and smcs_pearson, smcs_spearman (the self direction of the target).
+    directions) and smcs_pearson, smcs_spearman (the self direction of the target); the
+    uncertainty columns :data:`UNCERTAINTY_COLUMNS` (NaN when the file has none).
     """
     with _open(path) as f:
         if f.attrs.get(SKIPPED, False):
@@ -447,8 +466,37 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
                 "cv_cmcs_pearson": f[f"regression/{d}/cv_pearson"][()],
                 **{name: f[f"replacement/{d}/{name}"][()] for name in REPLACEMENT_FIELDS},
             }
+            k = len(dirs[d]["cmcs_pearson"])
+            sources = {
+                "cmcs_pearson_ci_low": f"regression/{d}/pearson_ci_low",
+                "cmcs_pearson_ci_high": f"regression/{d}/pearson_ci_high",
+                "smcs_pearson_ci_low": f"regression/{same}/pearson_ci_low",
+                "smcs_pearson_ci_high": f"regression/{same}/pearson_ci_high",
+                "mcs_pearson_ci_low": f"mcs/{d}/pearson_ci_low",
+                "mcs_pearson_ci_high": f"mcs/{d}/pearson_ci_high",
+                "mcs_null_mean": f"mcs/{d}/null_mean",
+                "mcs_p_value": f"mcs/{d}/p_value",
+                "stability_cosine": f"stability/{tgt}/cosine",
+                "stability_self_mcs": f"stability/{tgt}/self_mcs",
+            }
+            for column, name in sources.items():
+                dirs[d][column] = f[name][()] if name in f else np.full(k, np.nan)
         rel = {m: f[f"rel_error/{m}"][()] for m in (a, b)}
         return {"models": (a, b), "class_id": str(f.attrs["class_id"]), "directions": dirs, "rel_error": rel}
+
+
+UNCERTAINTY_COLUMNS = (
+    "cmcs_pearson_ci_low",
+    "cmcs_pearson_ci_high",
+    "smcs_pearson_ci_low",
+    "smcs_pearson_ci_high",
+    "mcs_pearson_ci_low",
+    "mcs_pearson_ci_high",
+    "mcs_null_mean",
+    "mcs_p_value",
+    "stability_cosine",
+    "stability_self_mcs",
+)
 
 
 def read_mmcs(path: PathLike, method: str) -> tuple[np.ndarray, list[str], list[str]] | None:

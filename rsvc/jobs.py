@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rsvc.formats import Concepts, Skipped, add_rel_error, is_skipped, read_class_activations, read_concepts, read_head
+from rsvc.formats import (
+    Concepts,
+    Skipped,
+    add_rel_error,
+    add_stability,
+    is_skipped,
+    read_class_activations,
+    read_concepts,
+    read_head,
+)
 from rsvc.specs import PRE_LOGITS
 
 if TYPE_CHECKING:
@@ -30,12 +39,16 @@ def concepts_job(
     tol: float,
     decomposition: str,
     seed: int,
+    restarts: int = 0,
 ) -> Concepts | Skipped:
     """Concepts of one model for one class at every layer of an activation file.
 
     -> :class:`rsvc.formats.Concepts` (``W: (k, d)``, ``U: (n_patches, k)`` per
     layer), or :class:`rsvc.formats.Skipped` for a class with fewer than
-    ``min_images`` images.
+    ``min_images`` images. ``restarts``: the pre_logits factorisation is refitted with
+    seeds ``seed + 1 ... seed + restarts`` to measure each concept's stability
+    (:func:`rsvc.uncertainty.concept_stability`) and the MCS of the model with itself
+    across restarts, the noise floor of MCS (``Concepts.stability``).
     """
     from rsvc.factorization import choose_method, factorize
 
@@ -63,7 +76,33 @@ def concepts_job(
             "n_iter": fac.n_iter,
             "converged": fac.converged,
         }
-    return Concepts(W=W, U=U, fit=fit, image_ids=image_ids, patch_image=patch_image, patch_index=patch_index)
+        if layer == PRE_LOGITS and restarts:
+            stability = _stability(A, fac, k, method, seed, restarts, max_iter, tol)
+    return Concepts(
+        W=W,
+        U=U,
+        fit=fit,
+        image_ids=image_ids,
+        patch_image=patch_image,
+        patch_index=patch_index,
+        stability=stability if restarts and PRE_LOGITS in acts else None,
+    )
+
+
+def _stability(A, fac, k, method, seed, restarts, max_iter, tol) -> dict[str, np.ndarray]:
+    """Stability of the pre_logits concepts over ``restarts`` refits from random starts: best cosine of each W row, and the
+    MCS of the model with itself (own patches) across restarts, averaged over the restarts."""
+    from rsvc.factorization import factorize
+    from rsvc.similarity import mcs, pearson_matrix
+    from rsvc.uncertainty import concept_stability
+
+    refits = [
+        factorize(A, k, method=method, seed=seed + r, max_iter=max_iter, tol=tol, init="random")
+        for r in range(1, restarts + 1)
+    ]
+    with np.errstate(invalid="ignore"):
+        self_mcs = np.nanmean([mcs(pearson_matrix(fac.U, r.U))[0] for r in refits], axis=0)
+    return {"cosine": concept_stability(fac.W, [r.W for r in refits]), "self_mcs": self_mcs}
 
 
 def _load_rows(path: str | Path, class_id: str, layers: list[str]):
@@ -119,6 +158,7 @@ def compare_job(
     replacement: Mapping[str, Any],
     gallery_n: int,
     seed: int,
+    uncertainty: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, np.ndarray] | Skipped, dict[str, Any]]:
     """Every RSVC comparison of one class for a model pair, from the stored files.
 
@@ -171,9 +211,11 @@ def compare_job(
         mix=replacement["mix"],
         n_views=gallery_n,
         seed=seed,
+        **(uncertainty or {}),
     )
     for m in models:
         add_rel_error(out, m, [read[m].rel_error[l] for l in layers_of[m]])
+        add_stability(out, m, read[m].stability)
     return out, {"n_shared_images": len(pool_rows.image_ids), "n_heldout_images": n_held}
 
 

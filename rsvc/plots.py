@@ -431,12 +431,52 @@ def plot_replacement_test(df: pd.DataFrame, title: str = "") -> Figure:
 # --------------------------------------------------------------------------- Fig. A9
 
 
+MAX_ERROR_BARS = 400  # beyond this many points, error bars hide the points
+
+
+def _error_bars(ax: mpl.axes.Axes, data: pd.DataFrame) -> None:
+    """Bootstrap intervals of MCS (x) and CMCS (y) as grey error bars; ``unique`` concepts ringed."""
+    cols = ["mcs_pearson_ci_low", "mcs_pearson_ci_high", "cmcs_pearson_ci_low", "cmcs_pearson_ci_high"]
+    if len(data) > MAX_ERROR_BARS or not set(cols) <= set(data.columns):
+        return
+    x, y = data["mcs_pearson"].to_numpy(float), data["cmcs_pearson"].to_numpy(float)
+    xerr = np.abs(np.vstack([x - data[cols[0]].to_numpy(float), data[cols[1]].to_numpy(float) - x]))
+    yerr = np.abs(np.vstack([y - data[cols[2]].to_numpy(float), data[cols[3]].to_numpy(float) - y]))
+    if np.isfinite(xerr).any() or np.isfinite(yerr).any():
+        ax.errorbar(
+            x,
+            y,
+            xerr=np.nan_to_num(xerr),
+            yerr=np.nan_to_num(yerr),
+            fmt="none",
+            ecolor="0.65",
+            elinewidth=0.7,
+            zorder=1,
+            label="95 % bootstrap interval",
+        )
+    if "unique" in data.columns:
+        u = data["unique"].astype(bool).to_numpy()
+        if u.any():
+            ax.scatter(
+                x[u],
+                y[u],
+                s=90,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+                zorder=4,
+                label="unique (CMCS interval below threshold and stability floor)",
+            )
+
+
 def plot_mcs_vs_cmcs(df: pd.DataFrame, title: str = "") -> Figure:
     """MCS (x) against CMCS (y), both Pearson, one point per concept, with the line y = x (Fig. A9).
 
     Points above the red line are concepts whose regression-based similarity exceeds the
     max-correlation similarity (MCS is a noisy lower bound); the share above is printed.
-    Points are coloured by direction when there are at most 10 directions.
+    Points are coloured by direction when there are at most 10 directions. With at most
+    :data:`MAX_ERROR_BARS` points, the bootstrap intervals of both (``*_ci_low``/``*_ci_high``)
+    are drawn as error bars, and concepts flagged ``unique`` are ringed.
     """
     data, n_dropped = _finite_rows(df, ["mcs_pearson", "cmcs_pearson"])
     fig = _new_figure((7.0, 6.6))
@@ -457,6 +497,7 @@ def plot_mcs_vs_cmcs(df: pd.DataFrame, title: str = "") -> Figure:
             linewidth=0,
             zorder=3,
         )
+        _error_bars(ax, data)
         lo, hi = _padded(float(min(x.min(), y.min())), float(max(x.max(), y.max())))
         ax.plot([lo, hi], [lo, hi], color="red", lw=1.3, label="y = x", zorder=2)
         ax.set_xlim(lo, hi)

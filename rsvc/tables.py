@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rsvc.formats import read_compare_metrics, read_importance, read_mmcs
+from rsvc.formats import UNCERTAINTY_COLUMNS, read_compare_metrics, read_importance, read_mmcs
 from rsvc.specs import direction
 
 #: Per-concept numbers read from a compare file (rsvc.formats.read_compare_metrics), in table order.
@@ -25,6 +25,8 @@ CONCEPT_COLUMNS = [
     *("pair", "model_a", "model_b", "class_id", "class_name", "direction", "source", "target", "concept"),
     *COMPARE_METRICS,
     *("importance", "l2", "kl", "match_acc", "delta_pearson", "rel_error"),
+    *UNCERTAINTY_COLUMNS,
+    "unique",
 ]
 
 
@@ -33,8 +35,11 @@ def concept_rows(
     importance_files: dict[str, str | Path],
     pair: str,
     class_name: str,
+    sim_threshold: float = 0.5,
 ) -> pd.DataFrame:
-    """One row per (concept, direction) of one class; empty if the class was skipped."""
+    """One row per (concept, direction) of one class; empty if the class was skipped.
+
+    ``unique``: the concept is poorly represented in the source model (:func:`unique_concepts`)."""
     metrics = read_compare_metrics(compare_file)
     if metrics is None:
         return pd.DataFrame(columns=CONCEPT_COLUMNS)
@@ -57,7 +62,7 @@ def concept_rows(
                     "source": src,
                     "target": tgt,
                     "concept": np.arange(k),
-                    **{c: m[c] for c in COMPARE_METRICS},
+                    **{c: m[c] for c in COMPARE_METRICS + UNCERTAINTY_COLUMNS},
                     "importance": imp if imp is not None else np.full(k, np.nan),
                     "l2": m["l2"],
                     "kl": m["kl"],
@@ -67,7 +72,18 @@ def concept_rows(
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True)[CONCEPT_COLUMNS]
+    table = pd.concat(frames, ignore_index=True)
+    table["unique"] = unique_concepts(table, sim_threshold)
+    return table[CONCEPT_COLUMNS]
+
+
+def unique_concepts(table: pd.DataFrame, sim_threshold: float) -> pd.Series:
+    """Concepts of the target that the source model does not represent: the upper end of the CMCS
+    interval (CMCS itself without intervals) lies below the similarity threshold and below the concept's
+    own stability floor (its MCS with itself across restarts; no floor without restarts)."""
+    upper = table["cmcs_pearson_ci_high"].fillna(table["cmcs_pearson"])
+    floor = table["stability_self_mcs"]
+    return (upper < sim_threshold) & ((upper < floor) | floor.isna())
 
 
 def nan_mean(matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

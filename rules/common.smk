@@ -175,7 +175,7 @@ def concepts_params(model):
     """Factorisation settings of `model`'s concepts (rsvc.jobs.concepts_job keywords)."""
     c = config["concepts"]
     return {
-        **{key: c[key] for key in ("k", "min_images", "max_iter", "tol")},
+        **{key: c[key] for key in ("k", "min_images", "max_iter", "tol", "restarts")},
         "decomposition": config["models"][model]["decomposition"],
     }
 

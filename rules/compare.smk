@@ -25,6 +25,7 @@ rule compare:
         regression=config["regression"],
         replacement=config["replacement"],
         gallery_n=config["gallery"]["n"],
+        uncertainty=config["uncertainty"],
         seed=config["seed"],
     script:
         "../workflow_scripts/compare.py"

@@ -15,7 +15,7 @@ a, b = p.models
 inp = snakemake.input
 
 frames = [
-    concept_rows(cf, {a: ia, b: ib}, pair, p.class_names.get(cid, cid))
+    concept_rows(cf, {a: ia, b: ib}, pair, p.class_names.get(cid, cid), p.similarity_threshold)
     for cid, cf, ia, ib in zip(p.classes, inp.compare, inp.importance_a, inp.importance_b)
 ]
 frames = [f for f in frames if len(f)]

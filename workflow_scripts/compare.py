@@ -16,6 +16,7 @@ settings = {
     "regression": p.regression,
     "replacement": p.replacement,
     "gallery_n": p.gallery_n,
+    "uncertainty": p.uncertainty,
     "seed": p.seed,
 }
 attrs = {"pair": w.pair, "models": list(models), "class_id": w.class_id, "class_index": p.class_index, **settings}

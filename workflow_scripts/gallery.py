@@ -26,7 +26,8 @@ for name, out in zip(p.names, snakemake.output, strict=True):
     groups = concept_gallery(compare_of[cid], src, tgt, concept, snakemake.input.data, boxes, p.pixels["image_size"])
     title = (
         f"{p.class_names.get(cid, cid)} | concept {concept} of {tgt} | {src} (predictor) -> {tgt} (target) | "
-        f"CMCS {row['cmcs_pearson']:.2f}, importance {row['importance']:.3g}"
+        f"CMCS {row['cmcs_pearson']:.2f} [{row['cmcs_pearson_ci_low']:.2f}, {row['cmcs_pearson_ci_high']:.2f}], "
+        f"importance {row['importance']:.3g}" + (" | unique" if row["unique"] else "")
     )
     save_figure(plots.plot_gallery(groups, title), out)
     log.info("%s: class %s concept %d (%s -> %s)", name, cid, concept, src, tgt)
