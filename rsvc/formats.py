@@ -549,8 +549,10 @@ def write_layerwise(
     count: Mapping[str, np.ndarray],
     layers: Mapping[str, Sequence[str]],
     attrs: Mapping[str, Any],
+    intervals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> None:
-    """Mean MMCS over classes per method ``(La, Lb)``, the number of classes per cell, the layer names."""
+    """Mean MMCS over classes per method ``(La, Lb)``, the number of classes per cell, the layer names;
+    ``intervals``: method -> (low, high) ``(La, Lb)`` bootstrap over classes (``<method>_ci_low/high``)."""
     a, b = models
     data = {
         **{m: mean[m] for m in mean},
@@ -558,6 +560,8 @@ def write_layerwise(
         f"layers/{a}": np.array(list(layers[a]), dtype=object),
         f"layers/{b}": np.array(list(layers[b]), dtype=object),
     }
+    for m, (low, high) in (intervals or {}).items():
+        data[f"{m}_ci_low"], data[f"{m}_ci_high"] = low, high
     write_h5(path, data, attrs={**attrs, "models": [a, b]})
 
 

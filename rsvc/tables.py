@@ -99,13 +99,38 @@ def nan_mean(matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
 
 
+def class_bootstrap_interval(
+    matrices: list[np.ndarray], B: int, seed: int, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of the NaN-ignoring mean of per-class matrices, classes resampled with replacement:
+    ``(low, high)`` of the shape of one matrix (the layerwise MMCS figure's cells)."""
+    from rsvc.uncertainty import percentile_interval
+
+    stack = np.stack(matrices)  # (n_classes, La, Lb)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(stack), size=(B, len(stack)))
+    ok = np.isfinite(stack)
+    total, count = np.where(ok, stack, 0.0), ok.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = total[draws].sum(axis=1) / count[draws].sum(axis=1)
+    return percentile_interval(means, level)
+
+
 def layerwise_mean(compare_files: list[str | Path], metric: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Mean over classes of the per-class MMCS matrices (NaN ignored).
 
     Returns (mean (La, Lb), count of classes with a value (La, Lb), layers_a, layers_b).
     """
+    matrices, layers_a, layers_b = layerwise_matrices(compare_files, metric)
+    if not matrices:
+        return np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64), [], []
+    mean, count = nan_mean(matrices)
+    return mean, count, layers_a, layers_b
+
+
+def layerwise_matrices(compare_files: list[str | Path], metric: str) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """The per-class MMCS matrices ``(La, Lb)`` of the classes not skipped, and the layer names."""
     found = [r for r in (read_mmcs(path, metric) for path in compare_files) if r is not None]
     if not found:
-        return np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64), [], []
-    mean, count = nan_mean([m for m, _, _ in found])
-    return mean, count, found[0][1], found[0][2]
+        return [], [], []
+    return [m for m, _, _ in found], found[0][1], found[0][2]

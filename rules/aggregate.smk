@@ -39,6 +39,8 @@ rule aggregate_pair:
         class_names=CLASS_NAMES,
         figure_names=list(PAIR_FIGURES),
         similarity_threshold=config["gallery"]["similarity_threshold"],
+        uncertainty=config["uncertainty"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/aggregate_pair.py"
 

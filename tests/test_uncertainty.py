@@ -115,3 +115,18 @@ def test_stability_is_near_one_for_recoverable_components_and_drops_with_noise()
     fits = [factorize(noisy, k, method="nmf", seed=s, max_iter=500, tol=1e-7, init="random").W for s in range(4)]
     assert concept_stability(fits[0], fits[1:]).mean() < stable.mean()
     assert np.all(concept_stability(fits[0], [fits[0]]) == pytest.approx(1.0))
+
+
+def test_class_bootstrap_interval_of_the_layerwise_mean_matches_brute_force():
+    from rsvc.tables import class_bootstrap_interval, nan_mean
+
+    rng = np.random.default_rng(7)
+    mats = [rng.random((3, 2)) for _ in range(9)]
+    mats[2][0, 0] = np.nan  # a cell without a value in one class
+    low, high = class_bootstrap_interval(mats, B=50, seed=3)
+    draws = np.random.default_rng(3).integers(0, 9, size=(50, 9))
+    means = np.stack([nan_mean([mats[i] for i in d])[0] for d in draws])
+    np.testing.assert_allclose(low, np.quantile(means, 0.025, axis=0), atol=1e-12)
+    np.testing.assert_allclose(high, np.quantile(means, 0.975, axis=0), atol=1e-12)
+    mean = nan_mean(mats)[0]
+    assert np.all(low <= mean) and np.all(mean <= high)

@@ -6,7 +6,7 @@ from rsvc import plots
 from rsvc.formats import write_layerwise
 from rsvc.io import save_figure, write_table
 from rsvc.runtime import setup_logging
-from rsvc.tables import CONCEPT_COLUMNS, concept_rows, layerwise_mean
+from rsvc.tables import CONCEPT_COLUMNS, class_bootstrap_interval, concept_rows, layerwise_matrices, layerwise_mean
 
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
@@ -24,16 +24,21 @@ write_table(snakemake.output.table, table)
 n_classes = table["class_id"].nunique()
 log.info("%d concept rows from %d of %d classes", len(table), n_classes, len(p.classes))
 
-mean, count = {}, {}
+mean, count, intervals = {}, {}, {}
+unc = p.uncertainty
 for metric in ("pearson", "spearman"):
     mean[metric], count[metric], layers_a, layers_b = layerwise_mean(inp.compare, metric)
+    matrices = layerwise_matrices(inp.compare, metric)[0]
+    if unc["bootstrap"] and matrices:
+        intervals[metric] = class_bootstrap_interval(matrices, unc["bootstrap"], p.seed, unc["level"])
 write_layerwise(
     snakemake.output.layerwise,
     (a, b),
     mean,
     count,
     {a: layers_a, b: layers_b},
-    attrs={"pair": pair, "classes": list(p.classes), "n_classes_analysed": n_classes},
+    attrs={"pair": pair, "classes": list(p.classes), "n_classes_analysed": n_classes, "uncertainty": unc},
+    intervals=intervals,
 )
 
 figures = plots.pair_figures(table, mean, layers_a, layers_b, a, b, n_classes, len(p.classes), p.similarity_threshold)
