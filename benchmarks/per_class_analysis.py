@@ -16,8 +16,9 @@ Stages timed (ours, the rsvc library): concepts (factorise every layer of
 both models on their own patches), NNLS (every layer on the shared patches,
 pre_logits on the held-out patches), layerwise MCS/MMCS over all 17 x 49 = 833
 layer pairs with Pearson and Spearman, lasso (four maps, five folds),
-importance (probability target, 30 steps) and the replacement test plus
-dissimilarity views. The naive baseline does NNLS row by row with
+importance (probability target, 30 steps), the uncertainty of the defaults
+(2 pre_logits restarts per model, 200 bootstrap draws, 200 permutations) and the
+replacement test plus dissimilarity views. The naive baseline does NNLS row by row with
 ``scipy.optimize.nnls`` and the layerwise correlations with
 ``scipy.stats.pearsonr`` / ``spearmanr`` on every pair of concept columns, the
 way the reference scripts do. ``--quick`` times the baseline on a subset
@@ -55,6 +56,14 @@ from scipy.optimize import nnls  # noqa: E402
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
 
 from rsvc.factorization import factorize  # noqa: E402
+from rsvc.uncertainty import (  # noqa: E402
+    bootstrap_mcs,
+    bootstrap_paired_pearson,
+    permutation_null_mcs,
+    restart_stability,
+)
+
+RESTARTS, BOOTSTRAP = 2, 200  # the schema's defaults of concepts.restarts and uncertainty.bootstrap/permutations
 from rsvc.importance import concept_importance, concept_integrated_gradients  # noqa: E402
 from rsvc.nnls import nnls_batched  # noqa: E402
 from rsvc.regression import concept_regression  # noqa: E402
@@ -161,6 +170,22 @@ def run_ours(acts, heads, rows, timer: Timer, class_index: int = 0):
             )
             for m in models
         }
+    with timer("uncertainty"):  # the defaults: concepts.restarts 2, uncertainty.bootstrap 200, permutations 200
+        for m in models:
+            restart_stability(
+                acts[m][-1][rows["own"][m]],
+                fac[m][-1],
+                K,
+                method=fac[m][-1].method,
+                seed=0,
+                restarts=RESTARTS,
+                max_iter=200,
+                tol=1e-4,
+            )
+        for (_, tgt), res in reg.items():
+            bootstrap_paired_pearson(res.pred, U_held[tgt], rows["held_image"], B=BOOTSTRAP, seed=0)
+        bootstrap_mcs(U_shared["a"][-1], U_shared["b"][-1], rows["shared_image"], B=BOOTSTRAP, seed=0)
+        permutation_null_mcs(U_shared["a"][-1], U_shared["b"][-1], rows["shared_image"], P=BOOTSTRAP, seed=0)
     with timer("replacement+views"):
         for src, tgt in (("b", "a"), ("a", "b")):
             replacement_test(U_held[tgt], reg[(src, tgt)].pred, reg[(tgt, tgt)].pred, W[tgt][-1], *heads[tgt])

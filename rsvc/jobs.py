@@ -51,6 +51,7 @@ def concepts_job(
     across restarts, the noise floor of MCS (``Concepts.stability``).
     """
     from rsvc.factorization import choose_method, factorize
+    from rsvc.uncertainty import restart_stability
 
     try:
         acts, image_ids, patch_image, patch_index = read_class_activations(activations, class_id)
@@ -77,7 +78,9 @@ def concepts_job(
             "converged": fac.converged,
         }
         if layer == PRE_LOGITS and restarts:
-            stability = _stability(A, fac, k, method, seed, restarts, max_iter, tol)
+            stability = restart_stability(
+                A, fac, k, method=method, seed=seed, restarts=restarts, max_iter=max_iter, tol=tol
+            )
     return Concepts(
         W=W,
         U=U,
@@ -87,22 +90,6 @@ def concepts_job(
         patch_index=patch_index,
         stability=stability if restarts and PRE_LOGITS in acts else None,
     )
-
-
-def _stability(A, fac, k, method, seed, restarts, max_iter, tol) -> dict[str, np.ndarray]:
-    """Stability of the pre_logits concepts over ``restarts`` refits from random starts: best cosine of each W row, and the
-    MCS of the model with itself (own patches) across restarts, averaged over the restarts."""
-    from rsvc.factorization import factorize
-    from rsvc.similarity import mcs, pearson_matrix
-    from rsvc.uncertainty import concept_stability
-
-    refits = [
-        factorize(A, k, method=method, seed=seed + r, max_iter=max_iter, tol=tol, init="random")
-        for r in range(1, restarts + 1)
-    ]
-    with np.errstate(invalid="ignore"):
-        self_mcs = np.nanmean([mcs(pearson_matrix(fac.U, r.U))[0] for r in refits], axis=0)
-    return {"cosine": concept_stability(fac.W, [r.W for r in refits]), "self_mcs": self_mcs}
 
 
 def _load_rows(path: str | Path, class_id: str, layers: list[str]):

@@ -22,6 +22,7 @@ __all__ = [
     "bootstrap_mcs",
     "permutation_null_mcs",
     "concept_stability",
+    "restart_stability",
 ]
 
 
@@ -152,3 +153,22 @@ def concept_stability(W: np.ndarray, restarts: list[np.ndarray]) -> np.ndarray:
         Wrn = Wr / np.maximum(np.linalg.norm(Wr, axis=1, keepdims=True), 1e-300)
         best.append((Wn @ Wrn.T).max(axis=1))
     return np.mean(best, axis=0)
+
+
+def restart_stability(
+    A: np.ndarray, fac, k: int, *, method: str, seed: int, restarts: int, max_iter: int, tol: float
+) -> dict[str, np.ndarray]:
+    """Stability of the concepts ``fac`` (a :class:`rsvc.factorization.Factorization` of ``A: (n, d)``)
+    over ``restarts`` refits from random starts (seeds ``seed + 1 ...``): ``cosine`` (k,), the best cosine
+    of each W row (:func:`concept_stability`), and ``self_mcs`` (k,), the MCS of the model with itself on
+    the same patches across restarts (the noise floor of MCS), both averaged over the restarts."""
+    from rsvc.factorization import factorize
+    from rsvc.similarity import pearson_matrix
+
+    refits = [
+        factorize(A, k, method=method, seed=seed + r, max_iter=max_iter, tol=tol, init="random")
+        for r in range(1, restarts + 1)
+    ]
+    with np.errstate(invalid="ignore"):
+        self_mcs = np.nanmean([mcs(pearson_matrix(fac.U, r.U))[0] for r in refits], axis=0)
+    return {"cosine": concept_stability(fac.W, [r.W for r in refits]), "self_mcs": self_mcs}
