@@ -292,6 +292,33 @@ def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int) -> None:
             write_concepts(dest / m / f"{cid}.h5", result, {"model": m, "class_id": cid, "seed": seed})
 
 
+def _restart_concepts(cfg: dict, out: Path, dest: Path, seed: int) -> None:
+    """The float32 run's concepts refitted from a random start (``concepts.restarts`` uses these): the
+    restart noise floor of NMF on the same activations."""
+    from rsvc.factorization import choose_method, factorize
+    from rsvc.formats import Concepts, read_class_activations
+
+    c = cfg["concepts"]
+    for m in PAIR.split("-vs-"):
+        for cid in cfg["dataset"]["classes"]:
+            acts, ids, pimg, pidx = read_class_activations(
+                _shard_file(out, m, m, cfg["dataset"]["pool_split"], cid), cid
+            )
+            if len(ids) < c["min_images"]:
+                write_concepts(dest / m / f"{cid}.h5", Skipped("too few images"), {"model": m})
+                continue
+            W, U, fit = {}, {}, {}
+            for layer, A in acts.items():
+                A = np.asarray(A, dtype=np.float64)
+                method = choose_method(A, cfg["models"][m].get("decomposition", "auto"))
+                fac = factorize(
+                    A, c["k"], method=method, seed=seed, max_iter=c["max_iter"], tol=c["tol"], init="random"
+                )
+                W[layer], U[layer] = fac.W, fac.U
+                fit[layer] = {"method": fac.method, "rel_error": fac.rel_error, "n_iter": fac.n_iter, "converged": True}
+            write_concepts(dest / m / f"{cid}.h5", Concepts(W, U, fit, ids, pimg, pidx), {"model": m, "seed": seed})
+
+
 def test_full_pipeline_difference_reported_next_to_nmf_seed_noise(bf16_run, tiny_run, tmp_path, measurement):
     fp32, bf16, _ = bf16_run
     cfg = tiny_run[1]
@@ -304,11 +331,15 @@ def test_full_pipeline_difference_reported_next_to_nmf_seed_noise(bf16_run, tiny
     _refit_concepts(cfg, fp32, reseeded, seed=cfg["seed"] + 1)
     ref = _recompare(cfg, fp32, fp32 / "concepts")
     seed_run = _recompare(cfg, fp32, reseeded)
+    restarted = tmp_path / "restarted"
+    _restart_concepts(cfg, fp32, restarted, seed=cfg["seed"] + 1)
+    restart_run = _recompare(cfg, fp32, restarted)
     bf16_run_results = _recompare(cfg, bf16, bf16 / "concepts")
     lines = []
     for label, res, w_dir in (
         ("bf16 (full pipeline)", bf16_run_results, bf16 / "concepts"),
         ("fp32, NMF seed + 1", seed_run, reseeded),
+        ("fp32, NMF from a random start (the restart noise floor)", restart_run, restarted),
     ):
         mm = {k: float(np.nanmax(np.abs(_layerwise(ref, k) - _layerwise(res, k)))) for k in ("pearson", "spearman")}
         cm, unmatched, total = _cmcs_by_identity(ref, res, fp32 / "concepts", w_dir)
