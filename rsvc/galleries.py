@@ -26,7 +26,8 @@ def pick_concept(
     """The concept row (of the tidy table) that gallery ``name`` shows, None when none qualifies.
 
     ``lowest_cmcs_class0_*``: the lowest CMCS of class ``class0``; ``important_*_i``: the
-    i-th most important concept with CMCS below ``sim_threshold``.
+    i-th most important concept flagged ``unique`` (its CMCS interval below ``sim_threshold``
+    and its stability floor, :func:`rsvc.tables.unique_concepts`).
     """
     src, tgt = gallery_direction(name, models)
     rows = table[table["direction"] == direction(src, tgt)].dropna(subset=["cmcs_pearson"])
@@ -34,7 +35,7 @@ def pick_concept(
         rows = rows[rows["class_id"] == class0].sort_values("cmcs_pearson")
         return rows.iloc[0] if len(rows) else None
     i = int(name.rsplit("_", 1)[1])
-    rows = rows[rows["cmcs_pearson"] < sim_threshold].sort_values("importance", ascending=False)
+    rows = rows[pd.to_numeric(rows["unique"], errors="coerce").fillna(0).astype(bool)].sort_values("importance", ascending=False)
     return rows.iloc[i] if len(rows) > i else None
 
 

@@ -338,6 +338,19 @@ def plot_similarity_vs_importance(
         fig.colorbar(filled, ax=ax, label="density of concepts (2-D KDE, max = 1)", format="%.2g")
     size = 18 if len(x) < 500 else 6
     ax.scatter(x, y, s=size, c="black", alpha=0.55 if len(x) < 2000 else 0.25, linewidths=0, zorder=3)
+    if similarity.startswith("cmcs") and "unique" in data.columns:
+        u = pd.to_numeric(data["unique"], errors="coerce").fillna(0).astype(bool).to_numpy()
+        if u.any():  # the flagged concepts ringed: interval below the threshold and the stability floor
+            ax.scatter(
+                x[u],
+                y[u],
+                s=max(40, 4 * size),
+                facecolors="none",
+                edgecolors="crimson",
+                linewidths=1.1,
+                zorder=4,
+                label=f"unique ({int(u.sum())})",
+            )
 
     ax.set_xlim(xlim)
     ax.set_ylim(ylim)
@@ -455,7 +468,7 @@ def _error_bars(ax: mpl.axes.Axes, data: pd.DataFrame) -> None:
             label="95 % bootstrap interval",
         )
     if "unique" in data.columns:
-        u = data["unique"].astype(bool).to_numpy()
+        u = pd.to_numeric(data["unique"], errors="coerce").fillna(0).astype(bool).to_numpy()
         if u.any():
             ax.scatter(
                 x[u],

@@ -18,7 +18,10 @@ boxes = patch_boxes(p.pixels["image_size"], p.pixels["patch_size"])
 for name, out in zip(p.names, snakemake.output, strict=True):
     row = pick_concept(table, name, models, p.class0, p.similarity_threshold)
     if row is None:
-        text = f"No concept qualifies for '{name}'\n(CMCS < {p.similarity_threshold} required)"
+        text = (
+            f"No concept qualifies for '{name}'\n(flagged unique: CMCS interval below "
+            f"{p.similarity_threshold} and below the concept's stability floor)"
+        )
         save_figure(plots.plot_message(text), out)
         continue
     src, tgt = gallery_direction(name, models)
