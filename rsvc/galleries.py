@@ -35,7 +35,9 @@ def pick_concept(
         rows = rows[rows["class_id"] == class0].sort_values("cmcs_pearson")
         return rows.iloc[0] if len(rows) else None
     i = int(name.rsplit("_", 1)[1])
-    rows = rows[pd.to_numeric(rows["unique"], errors="coerce").fillna(0).astype(bool)].sort_values("importance", ascending=False)
+    rows = rows[pd.to_numeric(rows["unique"], errors="coerce").fillna(0).astype(bool)].sort_values(
+        "importance", ascending=False
+    )
     return rows.iloc[i] if len(rows) > i else None
 
 

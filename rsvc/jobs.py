@@ -40,6 +40,7 @@ def concepts_job(
     decomposition: str,
     seed: int,
     restarts: int = 0,
+    init: str = "nndsvd",
 ) -> Concepts | Skipped:
     """Concepts of one model for one class at every layer of an activation file.
 
@@ -48,7 +49,8 @@ def concepts_job(
     ``min_images`` images. ``restarts``: the pre_logits factorisation is refitted with
     seeds ``seed + 1 ... seed + restarts`` to measure each concept's stability
     (:func:`rsvc.uncertainty.concept_stability`) and the MCS of the model with itself
-    across restarts, the noise floor of MCS (``Concepts.stability``).
+    across restarts, the noise floor of MCS (``Concepts.stability``). ``init``: the start of
+    the main factorisation (:func:`rsvc.factorization.factorize`).
     """
     from rsvc.factorization import choose_method, factorize
     from rsvc.uncertainty import restart_stability
@@ -69,7 +71,7 @@ def concepts_job(
                 f"{class_id} in {activations}: lower concepts.k"
             )
         method = choose_method(A, decomposition)
-        fac = factorize(A, k, method=method, seed=seed, max_iter=max_iter, tol=tol)
+        fac = factorize(A, k, method=method, seed=seed, max_iter=max_iter, tol=tol, init=init)
         W[layer], U[layer] = fac.W, fac.U
         fit[layer] = {
             "method": fac.method,

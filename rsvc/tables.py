@@ -121,7 +121,13 @@ def layerwise_mean(compare_files: list[str | Path], metric: str) -> tuple[np.nda
 
     Returns (mean (La, Lb), count of classes with a value (La, Lb), layers_a, layers_b).
     """
-    matrices, layers_a, layers_b = layerwise_matrices(compare_files, metric)
+    return layerwise_summary(*layerwise_matrices(compare_files, metric))
+
+
+def layerwise_summary(
+    matrices: list[np.ndarray], layers_a: list[str], layers_b: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """:func:`layerwise_mean` of matrices already read by :func:`layerwise_matrices`."""
     if not matrices:
         return np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64), [], []
     mean, count = nan_mean(matrices)

@@ -273,8 +273,9 @@ def _cmcs_by_identity(ref: dict[str, dict], new: dict[str, dict], ref_w: Path, n
     return (max(diffs) if diffs else float("nan")), unmatched, total
 
 
-def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int) -> None:
-    """The float32 run's concepts refitted with another seed (same activations, same settings)."""
+def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int, init: str = "nndsvd") -> None:
+    """The float32 run's concepts refitted with another seed (same activations, same settings);
+    ``init="random"``: from a random start, as ``concepts.restarts`` refits (the restart noise floor)."""
     c = cfg["concepts"]
     models = PAIR.split("-vs-")
     for m in models:
@@ -288,35 +289,9 @@ def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int) -> None:
                 tol=c["tol"],
                 decomposition=cfg["models"][m].get("decomposition", "auto"),
                 seed=seed,
+                init=init,
             )
             write_concepts(dest / m / f"{cid}.h5", result, {"model": m, "class_id": cid, "seed": seed})
-
-
-def _restart_concepts(cfg: dict, out: Path, dest: Path, seed: int) -> None:
-    """The float32 run's concepts refitted from a random start (``concepts.restarts`` uses these): the
-    restart noise floor of NMF on the same activations."""
-    from rsvc.factorization import choose_method, factorize
-    from rsvc.formats import Concepts, read_class_activations
-
-    c = cfg["concepts"]
-    for m in PAIR.split("-vs-"):
-        for cid in cfg["dataset"]["classes"]:
-            acts, ids, pimg, pidx = read_class_activations(
-                _shard_file(out, m, m, cfg["dataset"]["pool_split"], cid), cid
-            )
-            if len(ids) < c["min_images"]:
-                write_concepts(dest / m / f"{cid}.h5", Skipped("too few images"), {"model": m})
-                continue
-            W, U, fit = {}, {}, {}
-            for layer, A in acts.items():
-                A = np.asarray(A, dtype=np.float64)
-                method = choose_method(A, cfg["models"][m].get("decomposition", "auto"))
-                fac = factorize(
-                    A, c["k"], method=method, seed=seed, max_iter=c["max_iter"], tol=c["tol"], init="random"
-                )
-                W[layer], U[layer] = fac.W, fac.U
-                fit[layer] = {"method": fac.method, "rel_error": fac.rel_error, "n_iter": fac.n_iter, "converged": True}
-            write_concepts(dest / m / f"{cid}.h5", Concepts(W, U, fit, ids, pimg, pidx), {"model": m, "seed": seed})
 
 
 def test_full_pipeline_difference_reported_next_to_nmf_seed_noise(bf16_run, tiny_run, tmp_path, measurement):
@@ -332,7 +307,7 @@ def test_full_pipeline_difference_reported_next_to_nmf_seed_noise(bf16_run, tiny
     ref = _recompare(cfg, fp32, fp32 / "concepts")
     seed_run = _recompare(cfg, fp32, reseeded)
     restarted = tmp_path / "restarted"
-    _restart_concepts(cfg, fp32, restarted, seed=cfg["seed"] + 1)
+    _refit_concepts(cfg, fp32, restarted, seed=cfg["seed"] + 1, init="random")
     restart_run = _recompare(cfg, fp32, restarted)
     bf16_run_results = _recompare(cfg, bf16, bf16 / "concepts")
     lines = []

@@ -6,7 +6,7 @@ from rsvc import plots
 from rsvc.formats import write_layerwise
 from rsvc.io import save_figure, write_table
 from rsvc.runtime import setup_logging
-from rsvc.tables import CONCEPT_COLUMNS, class_bootstrap_interval, concept_rows, layerwise_matrices, layerwise_mean
+from rsvc.tables import CONCEPT_COLUMNS, class_bootstrap_interval, concept_rows, layerwise_matrices, layerwise_summary
 
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
@@ -27,8 +27,8 @@ log.info("%d concept rows from %d of %d classes", len(table), n_classes, len(p.c
 mean, count, intervals = {}, {}, {}
 unc = p.uncertainty
 for metric in ("pearson", "spearman"):
-    mean[metric], count[metric], layers_a, layers_b = layerwise_mean(inp.compare, metric)
-    matrices = layerwise_matrices(inp.compare, metric)[0]
+    matrices, *layers = layerwise_matrices(inp.compare, metric)  # each compare file read once per metric
+    mean[metric], count[metric], layers_a, layers_b = layerwise_summary(matrices, *layers)
     if unc["bootstrap"] and matrices:
         intervals[metric] = class_bootstrap_interval(matrices, unc["bootstrap"], p.seed, unc["level"])
 write_layerwise(
