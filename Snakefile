@@ -54,3 +54,12 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+
+
+# Pending scheduler timers would delay the exit (see _cancel_scheduler_timers).
+onsuccess:
+    _cancel_scheduler_timers()
+
+
+onerror:
+    _cancel_scheduler_timers()

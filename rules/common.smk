@@ -351,3 +351,15 @@ if workflow.is_main_process:
         print(_note, file=sys.stderr)
     if _errors:
         _stop(preflight.message(_errors))
+
+
+# Snakemake's job rate limiter starts a non-daemon threading.Timer of one timespan after
+# every scheduling pass; with the long timespan of profiles/local (see there) the process
+# would wait up to that long after the last job before it exits. The scheduler is done when
+# these hooks run, so its pending timers are cancelled.
+def _cancel_scheduler_timers():
+    import threading
+
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
