@@ -148,6 +148,7 @@ def write_config(workdir: Path, n_classes: int) -> Path:
             "concept_images": POOL_IMAGES,
             "shared_images": 2 * POOL_IMAGES,
             "heldout_images": HELDOUT_IMAGES,
+            "min_heldout_images": HELDOUT_IMAGES - 1,  # the default 10 would leave CMCS unscored here
             "min_images": 5,
         },
         "regression": {"folds": 3},

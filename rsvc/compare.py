@@ -105,6 +105,7 @@ def compare_class(
     bootstrap: int = 0,
     permutations: int = 0,
     level: float = 0.95,
+    heldout_reason: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Run every RSVC comparison for one class.
 
@@ -116,9 +117,17 @@ def compare_class(
     heads: model -> (weight (C, d), bias (C,)) of the linear classifier.
     bootstrap, permutations, level: draws of the image bootstrap (intervals of CMCS, SMCS and MCS
     at pre_logits) and of the permutation null of MCS; 0 = none (rsvc.uncertainty).
+    heldout_reason: the held-out set is too small to score (``concepts.min_heldout_images``): CMCS,
+    SMCS, the replacement test and their intervals are NaN, no views are picked; everything measured
+    on the shared patches (MMCS, MCS, cross-validated CMCS) is kept. The held-out set may then be empty.
     """
     a, b = models
     layers = {m: list(pool[m]) for m in models}
+    empty_heldout = len(heldout_rows.image_ids) == 0
+    if empty_heldout:  # computed on the pool as a stand-in, then masked (heldout_reason)
+        if heldout_reason is None:
+            raise ValueError("compare_class: an empty held-out set needs a heldout_reason")
+        heldout, heldout_rows = {m: pool[m][PRE_LOGITS] for m in models}, pool_rows
 
     # Shared coefficients on the union of both models' images (NNLS per row).
     U_pool = {m: np.stack([nnls_batched(pool[m][l], concepts[m][l]) for l in layers[m]]) for m in models}
@@ -185,6 +194,13 @@ def compare_class(
         mean_a, p_a, mean_b, p_b = permutation_null_mcs(U_pool[a][-1], U_pool[b][-1], groups, P=permutations, seed=seed)
         null[direction(b, a)], null[direction(a, b)] = (mean_a, p_a), (mean_b, p_b)
 
+    if heldout_reason is not None:
+        _mask_heldout(regression, replacement, views_of, intervals)
+    if empty_heldout:
+        U_held = {m: U_held[m][:0] for m in models}
+        heldout_rows = RowSet(pool_rows.image_ids[:0], pool_rows.patch_image[:0], pool_rows.patch_index[:0])
+        for res in regression.values():
+            res["pred"] = res["pred"][:0]
     return compare_datasets(
         layers=layers,
         mmcs=mmcs_of,
@@ -199,3 +215,18 @@ def compare_class(
         intervals=intervals,
         null=null,
     )
+
+
+def _mask_heldout(regression, replacement, views, intervals) -> None:
+    """NaN for every number scored on the held-out patches (in place); no dissimilarity views."""
+    for res in regression.values():
+        for name in ("pearson", "spearman"):
+            res[name] = np.full_like(res[name], np.nan, dtype=np.float64)
+    for res in replacement.values():
+        for name in list(res):
+            res[name] = np.full_like(res[name], np.nan, dtype=np.float64)
+    for d in views:
+        views[d] = np.full_like(views[d], -1)
+    for key in [key for key in intervals if key[0] == "regression"]:
+        low, high = intervals[key]
+        intervals[key] = (np.full_like(low, np.nan, dtype=np.float64), np.full_like(high, np.nan, dtype=np.float64))

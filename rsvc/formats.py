@@ -426,6 +426,7 @@ class CompareStatus:
     models: tuple[str, str]
     skipped: bool
     reason: str
+    note: str = ""  # compared, but some numbers not scored (why)
 
 
 def read_compare_status(path: PathLike) -> CompareStatus:
@@ -437,6 +438,7 @@ def read_compare_status(path: PathLike) -> CompareStatus:
             _models(f),
             bool(f.attrs.get(SKIPPED, False)),
             str(f.attrs.get(REASON, "")),
+            str(f.attrs.get("note", "")),
         )
 
 
@@ -447,7 +449,8 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
     "rel_error": {model: (n_layers,)}}``; per direction: mcs_pearson, mcs_spearman,
     cmcs_pearson, cmcs_spearman, cv_cmcs_pearson, l2, kl, match_acc (the cross
     directions) and smcs_pearson, smcs_spearman (the self direction of the target); the
-    uncertainty columns :data:`UNCERTAINTY_COLUMNS` (NaN when the file has none).
+    uncertainty columns :data:`UNCERTAINTY_COLUMNS` (NaN when the file has none); ``note``: why some
+    numbers are NaN (e.g. too few held-out images), "" when none.
     """
     with _open(path) as f:
         if f.attrs.get(SKIPPED, False):
@@ -482,7 +485,14 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
             for column, name in sources.items():
                 dirs[d][column] = f[name][()] if name in f else np.full(k, np.nan)
         rel = {m: f[f"rel_error/{m}"][()] for m in (a, b)}
-        return {"models": (a, b), "class_id": str(f.attrs["class_id"]), "directions": dirs, "rel_error": rel}
+        note = str(f.attrs.get("note", ""))
+        return {
+            "models": (a, b),
+            "class_id": str(f.attrs["class_id"]),
+            "directions": dirs,
+            "rel_error": rel,
+            "note": note,
+        }
 
 
 UNCERTAINTY_COLUMNS = (

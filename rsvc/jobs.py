@@ -147,6 +147,7 @@ def compare_job(
     replacement: Mapping[str, Any],
     gallery_n: int,
     seed: int,
+    min_heldout_images: int,
     uncertainty: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, np.ndarray] | Skipped, dict[str, Any]]:
     """Every RSVC comparison of one class for a model pair, from the stored files.
@@ -155,9 +156,10 @@ def compare_job(
     ``owner``'s images; concepts, heads: model -> file. splits: ``{"pool": ...,
     "heldout": ...}``. -> ``(datasets, attrs)`` for :func:`rsvc.formats.write_compare`
     (see :func:`rsvc.compare.compare_class`); a class that cannot be compared
-    gives :class:`rsvc.formats.Skipped` and ``{}``.
+    gives :class:`rsvc.formats.Skipped` and ``{}``. A class with fewer than ``min_heldout_images``
+    held-out images is compared, but its held-out scores are NaN and ``attrs["note"]`` says why.
     """
-    from rsvc.compare import compare_class
+    from rsvc.compare import RowSet, compare_class
 
     a, b = models
     read = {}
@@ -183,8 +185,16 @@ def compare_job(
         models, files(splits["heldout"]), class_id, {m: [PRE_LOGITS] for m in models}, None, seed
     )
     n_held = 0 if held_rows is None else len(held_rows.image_ids)
-    if held is None or n_held < 2:
-        return Skipped(f"{n_held} held-out images (split {splits['heldout']}) predicted as this class; need >= 2"), {}
+    note = ""
+    if n_held < min_heldout_images:
+        note = (
+            f"{n_held} held-out images (split {splits['heldout']}) < concepts.min_heldout_images="
+            f"{min_heldout_images}: CMCS, SMCS and the replacement test not scored (NaN)"
+        )
+    if held is None:
+        dims = {m: pool[m][PRE_LOGITS].shape[1] for m in models}
+        held = {m: {PRE_LOGITS: np.zeros((0, dims[m]))} for m in models}
+        held_rows = RowSet(pool_rows.image_ids[:0], pool_rows.patch_image[:0], pool_rows.patch_index[:0])
     out = compare_class(
         models,
         pool,
@@ -200,12 +210,13 @@ def compare_job(
         mix=replacement["mix"],
         n_views=gallery_n,
         seed=seed,
+        heldout_reason=note or None,
         **(uncertainty or {}),
     )
     for m in models:
         add_rel_error(out, m, [read[m].rel_error[l] for l in layers_of[m]])
         add_stability(out, m, read[m].stability)
-    return out, {"n_shared_images": len(pool_rows.image_ids), "n_heldout_images": n_held}
+    return out, {"n_shared_images": len(pool_rows.image_ids), "n_heldout_images": n_held, "note": note}
 
 
 def importance_job(

@@ -65,6 +65,8 @@ def run_status(
         analysed.setdefault(s.pair, []).append(s.class_id)
         if s.skipped:
             status.append(("compare", s.pair, "", s.class_id, "skipped", s.reason))
+        elif s.note:
+            status.append(("compare", s.pair, "", s.class_id, "partial", s.note))
 
     skipped = []
     labels: dict[str, set[str]] = {}  # split -> class folders that hold at least one image file

@@ -27,6 +27,7 @@ CONCEPT_COLUMNS = [
     *("importance", "l2", "kl", "match_acc", "delta_pearson", "rel_error"),
     *UNCERTAINTY_COLUMNS,
     "unique",
+    "note",
 ]
 
 
@@ -69,6 +70,7 @@ def concept_rows(
                     "match_acc": m["match_acc"],
                     "delta_pearson": m["smcs_pearson"] - m["cmcs_pearson"],
                     "rel_error": metrics["rel_error"][tgt][-1],
+                    "note": metrics["note"],
                 }
             )
         )

@@ -93,7 +93,9 @@ def tiny_config(base: dict) -> dict:
         spec["num_classes"] = 3
         spec["train"].update(epochs=15, input_size=32, batch_size=32)
         spec["pretrained_cfg_overlay"]["input_size"] = [3, 32, 32]
-    cfg["concepts"].update(k=5, concept_images=12, shared_images=20, heldout_images=8, max_iter=100)
+    cfg["concepts"].update(
+        k=5, concept_images=12, shared_images=20, heldout_images=8, min_heldout_images=4, max_iter=100
+    )
     cfg["gallery"].update(n=4, concepts_per_direction=1)
     cfg["extraction"].update(batch_size=64, predict_batch_size=64, num_workers=0)
     return cfg

@@ -31,6 +31,7 @@ CASES = [
     ("uncertainty.permutations", 50, ANALYSIS),
     ("models.ps.decomposition", "seminmf", CONCEPTS),
     ("concepts.shared_images", 18, ANALYSIS),
+    ("concepts.min_heldout_images", 3, ANALYSIS),
     ("concepts.heldout_images", 6, {"image_sets", "activations"} | ANALYSIS),
     ("concepts.concept_images", 10, {"image_sets", "activations"} | CONCEPTS),
     ("extraction.autocast", "bf16", {"activations"} | CONCEPTS),

@@ -62,7 +62,7 @@ def reduced_config() -> dict:
     cfg["dataset"]["classes"] = classes
     for spec in cfg["models"].values():
         spec["num_classes"] = 2
-    cfg["concepts"].update(concept_images=10, shared_images=16, heldout_images=8)
+    cfg["concepts"].update(concept_images=10, shared_images=16, heldout_images=8, min_heldout_images=4)
     return cfg
 
 

@@ -13,6 +13,7 @@ models = tuple(p.models)
 settings = {
     "splits": p.splits,
     "shared_images": p.shared_images,
+    "min_heldout_images": p.min_heldout_images,
     "regression": p.regression,
     "replacement": p.replacement,
     "gallery_n": p.gallery_n,
@@ -32,4 +33,6 @@ if isinstance(data, Skipped):
     log.warning("skipping %s / %s: %s", w.pair, w.class_id, data.reason)
 else:
     log.info("shared: %d images; held-out: %d images", job_attrs["n_shared_images"], job_attrs["n_heldout_images"])
+    if job_attrs["note"]:
+        log.warning("%s / %s: %s", w.pair, w.class_id, job_attrs["note"])
 write_compare(snakemake.output[0], data, {**attrs, **job_attrs})
