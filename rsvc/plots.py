@@ -295,39 +295,39 @@ def plot_similarity_vs_importance(
     sim_threshold: float = 0.5,
     imp_quantile: float = 0.75,
 ) -> Figure:
-    """Density of concept similarity (y) against concept importance (x) (paper Fig. 3, A8 for SMCS).
+    """Density of concept importance (y) against concept similarity (x), as in the paper's Fig. 3 (A8 for SMCS).
 
     ``df`` is the tidy table (columns ``importance`` and ``similarity`` are used). The
     background is a 2-D Gaussian KDE (warmer = denser; omitted, with a note, when fewer than
     5 points or a singular covariance), with every concept drawn on top. A dashed line at
-    ``sim_threshold`` and one at the ``imp_quantile`` quantile of importance split the plane
-    into the regions "high similarity", "low similarity, low importance" and
-    "low similarity, high importance"; each label gives its number of concepts. The y axis
-    spans at least [0, 1] (similarities are correlations), so that every region is visible and
+    ``sim_threshold`` (vertical) and one at the ``imp_quantile`` quantile of importance split the
+    plane into the regions "high similarity" (right), "low similarity, low importance" (bottom left)
+    and "low similarity, high importance" (top left, the paper's region 3); each label gives its
+    number of concepts. The x axis spans at least [0, 1] (similarities are correlations), so that every region is visible and
     figures of different pairs read alike. For ``smcs_*`` columns the subtitle names the
     same-model direction (``target → target``).
     """
     if not 0.0 <= imp_quantile <= 1.0:
         raise ValueError(f"imp_quantile must be in [0, 1], got {imp_quantile}")
     data, n_dropped = _finite_rows(df, ["importance", similarity])
-    x = data["importance"].to_numpy(dtype=float)
-    y = data[similarity].to_numpy(dtype=float)
+    x = data[similarity].to_numpy(dtype=float)
+    y = data["importance"].to_numpy(dtype=float)
     sim_name = metric_label(similarity)
     same_model = similarity.startswith("smcs")
 
     fig = _new_figure((8.0, 6.4))
     ax = fig.add_subplot()
-    ax.set_xlabel(metric_label("importance"))
-    ax.set_ylabel(sim_name)
+    ax.set_xlabel(sim_name)
+    ax.set_ylabel(metric_label("importance"))
     default = f"{sim_name} vs concept importance"
     if len(x) == 0:
         _no_data(ax)
         ax.set_title(_title(title, default, data, n_dropped, same_model), fontsize=11)
         return fig
 
-    imp_thr = float(np.quantile(x, imp_quantile))
-    xlim = _padded(float(x.min()), float(x.max()))
-    ylim = _padded(min(float(y.min()), sim_threshold, 0.0), max(float(y.max()), sim_threshold, 1.0), 0.03)
+    imp_thr = float(np.quantile(y, imp_quantile))
+    xlim = _padded(min(float(x.min()), sim_threshold, 0.0), max(float(x.max()), sim_threshold, 1.0), 0.03)
+    ylim = _padded(float(y.min()), float(y.max()))
 
     density = _kde_grid(x, y, xlim, ylim)
     if density is not None:
@@ -354,12 +354,12 @@ def plot_similarity_vs_importance(
 
     ax.set_xlim(xlim)
     ax.set_ylim(ylim)
-    ax.axhline(
+    ax.axvline(
         sim_threshold, color="black", ls="--", lw=1.2, zorder=4, label=f"similarity threshold = {sim_threshold:g}"
     )
-    ax.vlines(
+    ax.hlines(
         imp_thr,
-        ylim[0],
+        xlim[0],
         sim_threshold,
         colors="black",
         linestyles=":",
@@ -368,14 +368,14 @@ def plot_similarity_vs_importance(
         label=f"importance {imp_quantile:.0%} quantile = {imp_thr:.3g}",
     )
 
-    high = y >= sim_threshold
-    low_high = ~high & (x >= imp_thr)
-    low_low = ~high & (x < imp_thr)
+    high = x >= sim_threshold
+    low_high = ~high & (y >= imp_thr)
+    low_low = ~high & (y < imp_thr)
     box = dict(boxstyle="round,pad=0.3", fc="white", ec="0.6", alpha=0.75)
     for x, y, ha, va, text in (
-        (0.02, 0.98, "left", "top", f"high similarity\n(n = {int(high.sum())})"),
+        (0.98, 0.02, "right", "bottom", f"high similarity\n(n = {int(high.sum())})"),
         (0.02, 0.02, "left", "bottom", f"low similarity, low importance\n(n = {int(low_low.sum())})"),
-        (0.98, 0.02, "right", "bottom", f"low similarity, high importance\n(n = {int(low_high.sum())})"),
+        (0.02, 0.98, "left", "top", f"low similarity, high importance\n(n = {int(low_high.sum())})"),
     ):
         ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize=9, bbox=box, zorder=5)
     fig.legend(loc="outside lower center", ncols=2, fontsize=9, frameon=False)
@@ -447,14 +447,18 @@ def plot_replacement_test(df: pd.DataFrame, title: str = "") -> Figure:
 MAX_ERROR_BARS = 400  # beyond this many points, error bars hide the points
 
 
-def _error_bars(ax: mpl.axes.Axes, data: pd.DataFrame) -> None:
-    """Bootstrap intervals of MCS (x) and CMCS (y) as grey error bars; ``unique`` concepts ringed."""
-    cols = ["mcs_pearson_ci_low", "mcs_pearson_ci_high", "cmcs_pearson_ci_low", "cmcs_pearson_ci_high"]
-    if len(data) > MAX_ERROR_BARS or not set(cols) <= set(data.columns):
+def _error_bars(ax: mpl.axes.Axes, data: pd.DataFrame, cmcs: str) -> None:
+    """Bootstrap intervals of MCS (x) and of CMCS (y, only the held-out split's has one) as grey error
+    bars; ``unique`` concepts ringed."""
+    cols = ["mcs_pearson_ci_low", "mcs_pearson_ci_high", f"{cmcs}_ci_low", f"{cmcs}_ci_high"]
+    if len(data) > MAX_ERROR_BARS or not set(cols[:2]) <= set(data.columns):
         return
-    x, y = data["mcs_pearson"].to_numpy(float), data["cmcs_pearson"].to_numpy(float)
+    x, y = data["mcs_pearson"].to_numpy(float), data[cmcs].to_numpy(float)
     xerr = np.abs(np.vstack([x - data[cols[0]].to_numpy(float), data[cols[1]].to_numpy(float) - x]))
-    yerr = np.abs(np.vstack([y - data[cols[2]].to_numpy(float), data[cols[3]].to_numpy(float) - y]))
+    if set(cols[2:]) <= set(data.columns):
+        yerr = np.abs(np.vstack([y - data[cols[2]].to_numpy(float), data[cols[3]].to_numpy(float) - y]))
+    else:
+        yerr = np.full_like(xerr, np.nan)
     if np.isfinite(xerr).any() or np.isfinite(yerr).any():
         ax.errorbar(
             x,
@@ -482,27 +486,30 @@ def _error_bars(ax: mpl.axes.Axes, data: pd.DataFrame) -> None:
             )
 
 
-def plot_mcs_vs_cmcs(df: pd.DataFrame, title: str = "") -> Figure:
+def plot_mcs_vs_cmcs(df: pd.DataFrame, title: str = "", cmcs: str = "cv_cmcs_pearson") -> Figure:
     """MCS (x) against CMCS (y), both Pearson, one point per concept, with the line y = x (Fig. A9).
 
-    Points above the red line are concepts whose regression-based similarity exceeds the
-    max-correlation similarity (MCS is a noisy lower bound); the share above is printed.
-    Points are coloured by direction when there are at most 10 directions. With at most
-    :data:`MAX_ERROR_BARS` points, the bootstrap intervals of both (``*_ci_low``/``*_ci_high``)
-    are drawn as error bars, and concepts flagged ``unique`` are ringed.
+    As in the paper's appendix A.7, the CMCS is by default the one of the lasso's held-out folds
+    (``cv_cmcs_pearson``): it is measured on the same shared images as MCS, which the held-out
+    split's CMCS (``cmcs="cmcs_pearson"``) is not. Points above the red line are concepts whose
+    regression-based similarity exceeds the max-correlation similarity (MCS is a noisy lower
+    bound); the share above is printed. Points are coloured by direction when there are at most
+    10 directions. With at most :data:`MAX_ERROR_BARS` points, the bootstrap intervals
+    (``*_ci_low``/``*_ci_high``: of MCS, and of CMCS when it is the held-out split's) are drawn as
+    error bars, and concepts flagged ``unique`` are ringed.
     """
-    data, n_dropped = _finite_rows(df, ["mcs_pearson", "cmcs_pearson"])
+    data, n_dropped = _finite_rows(df, ["mcs_pearson", cmcs])
     fig = _new_figure((7.0, 6.6))
     ax = fig.add_subplot()
     x = data["mcs_pearson"].to_numpy(dtype=float)
-    y = data["cmcs_pearson"].to_numpy(dtype=float)
+    y = data[cmcs].to_numpy(dtype=float)
     if len(x):
         hue = "direction" if "direction" in data.columns and data["direction"].nunique() <= 10 else None
         plot_df = data.assign(direction=data["direction"].map(_arrow)) if hue else data
         sns.scatterplot(
             data=plot_df,
             x="mcs_pearson",
-            y="cmcs_pearson",
+            y=cmcs,
             hue=hue,
             ax=ax,
             s=20 if len(x) < 2000 else 6,
@@ -510,7 +517,7 @@ def plot_mcs_vs_cmcs(df: pd.DataFrame, title: str = "") -> Figure:
             linewidth=0,
             zorder=3,
         )
-        _error_bars(ax, data)
+        _error_bars(ax, data, cmcs)
         lo, hi = _padded(float(min(x.min(), y.min())), float(max(x.max(), y.max())))
         ax.plot([lo, hi], [lo, hi], color="red", lw=1.3, label="y = x", zorder=2)
         ax.set_xlim(lo, hi)
@@ -531,7 +538,7 @@ def plot_mcs_vs_cmcs(df: pd.DataFrame, title: str = "") -> Figure:
     else:
         _no_data(ax)
     ax.set_xlabel(metric_label("mcs_pearson"))
-    ax.set_ylabel(metric_label("cmcs_pearson"))
+    ax.set_ylabel(metric_label(cmcs))
     ax.set_title(_title(title, "MCS vs CMCS", data, n_dropped), fontsize=11)
     return fig
 

@@ -157,23 +157,24 @@ def test_similarity_vs_importance_regions_match_oracle(tmp_path):
         df, "cmcs_pearson", title="resnet18 vs resnet50", sim_threshold=0.55, imp_quantile=0.8
     )
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "concept importance (CI)" and ax.get_ylabel() == "CMCS (Pearson)"
+    assert ax.get_ylabel() == "concept importance (CI)" and ax.get_xlabel() == "CMCS (Pearson)"  # as Fig. 3
     assert "4 rows with NaN dropped" in ax.get_title() and "resnet18 vs resnet50" in ax.get_title()
     assert len(fig.axes) == 2 and "density" in fig.axes[1].get_ylabel()  # KDE colour bar
 
     ok = df.dropna(subset=["cmcs_pearson", "importance"])
-    x, y = ok["importance"].to_numpy(), ok["cmcs_pearson"].to_numpy()
-    thr = np.quantile(x, 0.8)
+    x, y = ok["cmcs_pearson"].to_numpy(), ok["importance"].to_numpy()
+    thr = np.quantile(y, 0.8)
     expected = {
-        "high similarity": int((y >= 0.55).sum()),
-        "low similarity, low importance": int(((y < 0.55) & (x < thr)).sum()),
-        "low similarity, high importance": int(((y < 0.55) & (x >= thr)).sum()),
+        "high similarity": int((x >= 0.55).sum()),
+        "low similarity, low importance": int(((x < 0.55) & (y < thr)).sum()),
+        "low similarity, high importance": int(((x < 0.55) & (y >= thr)).sum()),
     }
     assert _region_texts(ax) == expected
-    # threshold lines where the oracle puts them
-    assert any(np.allclose(line.get_ydata(), 0.55) for line in ax.get_lines())
+    # threshold lines where the oracle puts them: the similarity threshold vertical, the importance
+    # quantile horizontal up to it
+    assert any(np.allclose(line.get_xdata(), 0.55) for line in ax.get_lines())
     segments = [s for coll in ax.collections if hasattr(coll, "get_segments") for s in coll.get_segments()]
-    assert any(np.isclose(s[0, 0], thr) and np.isclose(s[1, 1], 0.55) for s in segments)
+    assert any(np.isclose(s[0, 1], thr) and np.isclose(s[1, 0], 0.55) for s in segments)
     # every finite point is drawn
     points = [c for c in ax.collections if isinstance(c, PathCollection)][0].get_offsets()
     assert sorted(map(tuple, np.asarray(points))) == sorted(zip(x, y))
@@ -184,7 +185,7 @@ def test_similarity_vs_importance_regions_match_oracle(tmp_path):
 def test_similarity_vs_importance_few_points(n, tmp_path):
     df = tidy_table(n_classes=1).iloc[:n]
     fig = plots.plot_similarity_vs_importance(df, "smcs_pearson")
-    assert fig.axes[0].get_ylabel() == "SMCS (Pearson)"
+    assert fig.axes[0].get_xlabel() == "SMCS (Pearson)"
     if n >= 5:
         assert len(fig.axes) == 2  # density drawn
     else:
@@ -232,12 +233,18 @@ def test_replacement_test_panels(tmp_path):
 
 def test_mcs_vs_cmcs_identity_line_and_share(tmp_path):
     df = tidy_table()
+    df["cv_cmcs_pearson"] = 0.8 * df["cmcs_pearson"] + 0.15  # differs from the held-out split's CMCS
     fig = plots.plot_mcs_vs_cmcs(df)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "MCS (Pearson)" and ax.get_ylabel() == "CMCS (Pearson)"
+    # the paper's A.7 compares MCS with the CMCS of the lasso's held-out folds (same images as MCS)
+    assert ax.get_xlabel() == "MCS (Pearson)" and ax.get_ylabel() == "CMCS on held-out folds (Pearson)"
     assert any(np.allclose(l.get_xdata(), l.get_ydata()) and l.get_color() == "red" for l in ax.get_lines())
-    share = np.mean(df["cmcs_pearson"].to_numpy() > df["mcs_pearson"].to_numpy())
+    share = np.mean(df["cv_cmcs_pearson"].to_numpy() > df["mcs_pearson"].to_numpy())
     assert f"CMCS > MCS for {share:.0%} of concepts" in texts(fig)
+    points = [c for c in ax.collections if isinstance(c, PathCollection)][0].get_offsets()
+    assert sorted(map(tuple, np.asarray(points))) == sorted(zip(df["mcs_pearson"], df["cv_cmcs_pearson"]))
+    split = plots.plot_mcs_vs_cmcs(df, cmcs="cmcs_pearson").axes[0]
+    assert split.get_ylabel() == "CMCS (Pearson)"
     assert "resnet18 → resnet50" in ax.get_title()
     assert_png(fig, tmp_path / "mcs.png")
     plots.plot_mcs_vs_cmcs(df.assign(mcs_pearson=np.nan))
