@@ -150,6 +150,7 @@ def write_config(workdir: Path, n_classes: int) -> Path:
             "heldout_images": HELDOUT_IMAGES,
             "min_heldout_images": HELDOUT_IMAGES - 1,  # the default 10 would leave CMCS unscored here
             "min_images": 5,
+            "min_images_per_model": 2,  # k = 5 concepts need more than one image's 4 patches
         },
         "regression": {"folds": 3},
         "extraction": {"batch_size": 256, "predict_batch_size": 256, "num_workers": 0, "shard_size": 50},

@@ -61,7 +61,7 @@ def concepts_job(
         acts, image_ids = {}, np.zeros(0, dtype=object)
     n_images = len(image_ids)
     if n_images < min_images:
-        return Skipped(f"{n_images} images < min_images={min_images}")
+        return Skipped(f"{n_images} images < concepts.min_images_per_model={min_images}")
     W, U, fit = {}, {}, {}
     for layer, A in acts.items():
         A = np.asarray(A, dtype=np.float64)
@@ -108,8 +108,8 @@ def _load_rows(path: str | Path, class_id: str, layers: list[str]):
 def _gather_union(models, files, class_id, layers_of, cap, seed):
     """Activations of both models on the union of both owners' images of a class.
 
-    files: (model, owner) -> activation file. -> ``(acts {model: {layer: (n, d) float64}}, RowSet)``
-    or ``(None, None)`` when no owner has an image of the class.
+    files: (model, owner) -> activation file. -> ``(acts {model: {layer: (n, d) float64}}, RowSet,
+    size of the union before the cap)`` or ``(None, None, 0)`` when no owner has an image of the class.
     """
     from rsvc.compare import gather_rows, take_rows, union_images
 
@@ -117,7 +117,8 @@ def _gather_union(models, files, class_id, layers_of, cap, seed):
     parts = {m: [_load_rows(files[(m, o)], class_id, layers_of[m]) for o in models] for m in models}
     present = [i for i, part in enumerate(parts[a]) if part is not None]
     if not present:
-        return None, None
+        return None, None, 0
+    n_union = len(union_images([parts[a][i][1].image_ids for i in present], None, seed))
     images = union_images([parts[a][i][1].image_ids for i in present], cap, seed)
     picks, rows = gather_rows([parts[a][i][1] for i in present], images)
     for m in models:  # both models must see exactly the same patches
@@ -131,7 +132,7 @@ def _gather_union(models, files, class_id, layers_of, cap, seed):
         m: {l: take_rows([parts[m][i][0][l] for i in present], picks).astype(np.float64) for l in layers_of[m]}
         for m in models
     }
-    return acts, rows
+    return acts, rows, n_union
 
 
 def compare_job(
@@ -143,6 +144,7 @@ def compare_job(
     *,
     splits: Mapping[str, str],
     shared_images: int | None,
+    min_images: int,
     regression: Mapping[str, Any],
     replacement: Mapping[str, Any],
     gallery_n: int,
@@ -156,7 +158,9 @@ def compare_job(
     ``owner``'s images; concepts, heads: model -> file. splits: ``{"pool": ...,
     "heldout": ...}``. -> ``(datasets, attrs)`` for :func:`rsvc.formats.write_compare`
     (see :func:`rsvc.compare.compare_class`); a class that cannot be compared
-    gives :class:`rsvc.formats.Skipped` and ``{}``. A class with fewer than ``min_heldout_images``
+    gives :class:`rsvc.formats.Skipped` and ``{}``: a model without concepts for it, or fewer than
+    ``min_images`` images in the union of both models' pool sets (the paper's rule; a model whose own
+    set is smaller is named in ``attrs["note"]``). A class with fewer than ``min_heldout_images``
     held-out images is compared, but its held-out scores are NaN and ``attrs["note"]`` says why.
     """
     from rsvc.compare import RowSet, compare_class
@@ -178,19 +182,29 @@ def compare_job(
     def files(split):
         return {(m, o): activations[(m, o, split)] for m in models for o in models}
 
-    pool, pool_rows = _gather_union(models, files(splits["pool"]), class_id, layers_of, shared_images, seed)
+    pool, pool_rows, n_union = _gather_union(models, files(splits["pool"]), class_id, layers_of, shared_images, seed)
     if pool is None:
         return Skipped(f"no images of this class in split {splits['pool']}"), {}
-    held, held_rows = _gather_union(
+    if n_union < min_images:
+        return Skipped(
+            f"{n_union} images in the union of both models' pool sets < concepts.min_images={min_images}"
+        ), {}
+    notes = [
+        f"{m}'s own concept set is small: {len(read[m].image_ids)} images < concepts.min_images={min_images}"
+        for m in models
+        if len(read[m].image_ids) < min_images
+    ]
+    held, held_rows, _ = _gather_union(
         models, files(splits["heldout"]), class_id, {m: [PRE_LOGITS] for m in models}, None, seed
     )
     n_held = 0 if held_rows is None else len(held_rows.image_ids)
-    note = ""
+    heldout_note = ""
     if n_held < min_heldout_images:
-        note = (
+        heldout_note = (
             f"{n_held} held-out images (split {splits['heldout']}) < concepts.min_heldout_images="
             f"{min_heldout_images}: CMCS, SMCS and the replacement test not scored (NaN)"
         )
+    note = "; ".join(notes + [heldout_note] if heldout_note else notes)
     if held is None:
         dims = {m: pool[m][PRE_LOGITS].shape[1] for m in models}
         held = {m: {PRE_LOGITS: np.zeros((0, dims[m]))} for m in models}
@@ -210,13 +224,14 @@ def compare_job(
         mix=replacement["mix"],
         n_views=gallery_n,
         seed=seed,
-        heldout_reason=note or None,
+        heldout_reason=heldout_note or None,
         **(uncertainty or {}),
     )
     for m in models:
         add_rel_error(out, m, [read[m].rel_error[l] for l in layers_of[m]])
         add_stability(out, m, read[m].stability)
-    return out, {"n_shared_images": len(pool_rows.image_ids), "n_heldout_images": n_held, "note": note}
+    attrs = {"n_union_images": n_union, "n_shared_images": len(pool_rows.image_ids), "n_heldout_images": n_held}
+    return out, {**attrs, "note": note}
 
 
 def importance_job(
@@ -269,7 +284,9 @@ def image_sets_job(
         n = len(cand)
         if min_images is not None and n < min_images:
             what = "predicted for" if by == "predicted" else "labelled as this class:"
-            counts.append((model, split, cid, n, 0, "skipped", f"{what} {n} < min_images={min_images} images"))
+            counts.append(
+                (model, split, cid, n, 0, "skipped", f"{what} {n} < concepts.min_images_per_model={min_images} images")
+            )
             continue
         if n > max_images:
             rng = np.random.default_rng([seed, ci])

@@ -53,11 +53,11 @@ def check_structure(
     else:
         n_grid = n_patches(ds["image_size"], ds["patch_size"])
         c = config["concepts"]
-        if c["k"] > c["min_images"] * n_grid:
+        if c["k"] > c["min_images_per_model"] * n_grid:
             errors.append(
-                f"concepts.k={c['k']} is larger than the {c['min_images'] * n_grid} patches of a class with "
-                f"concepts.min_images={c['min_images']} images ({n_grid} patches each); lower concepts.k "
-                "or raise concepts.min_images"
+                f"concepts.k={c['k']} is larger than the {c['min_images_per_model'] * n_grid} patches of a "
+                f"class with concepts.min_images_per_model={c['min_images_per_model']} images ({n_grid} patches "
+                "each); lower concepts.k or raise concepts.min_images_per_model"
             )
     if config["regression"]["folds"] > config["concepts"]["min_images"]:
         errors.append(

@@ -22,6 +22,7 @@ rule compare:
         splits={"pool": POOL_SPLIT, "heldout": HELDOUT_SPLIT},
         class_index=lambda wc: CLASS_INDEX[wc.class_id],
         shared_images=config["concepts"]["shared_images"],
+        min_images=config["concepts"]["min_images"],
         min_heldout_images=config["concepts"]["min_heldout_images"],
         regression=config["regression"],
         replacement=config["replacement"],

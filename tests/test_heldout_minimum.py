@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from rsvc.compare import RowSet, compare_class
@@ -36,6 +37,7 @@ def _job(workdir: Path, cfg: dict, class_id: str, min_heldout_images: int):
         heads={m: out / f"heads/{m}.h5" for m in (a, b)},
         splits=splits,
         shared_images=cfg["concepts"]["shared_images"],
+        min_images=cfg["concepts"]["min_images"],
         min_heldout_images=min_heldout_images,
         regression=cfg["regression"],
         replacement=cfg["replacement"],
@@ -106,3 +108,77 @@ def test_empty_heldout_set_is_compared_on_the_pool():
     np.testing.assert_array_equal(out["mcs/b->a/pearson"], ref["mcs/b->a/pearson"])
     assert np.isnan(out["regression/b->a/pearson"]).all() and np.isnan(out["replacement/a->b/kl"]).all()
     assert out["heldout/U/a"].shape == (0, 3) and len(out["heldout/image_ids"]) == 0
+
+
+# ----------------------------------------------------------------------------- union rule
+
+DIMS = {"a": {"layer0": 6, "pre_logits": 12}, "b": {"layer0": 8, "pre_logits": 12}}
+N_GRID = 4
+
+
+def _activation_file(path: Path, model: str, image_ids: list[str], seed: int) -> None:
+    """A real activation file of ``model`` on ``image_ids`` (class c0): low-rank non-negative patches."""
+    import h5py
+
+    from rsvc.formats import ActivationFile
+
+    rng = np.random.default_rng(seed)
+    n = len(image_ids) * N_GRID
+    with h5py.File(path, "w", track_order=True) as f:
+        store = ActivationFile(f, ["c0"], DIMS[model], np.float32, {layer: 16 for layer in DIMS[model]})
+        for layer, d in DIMS[model].items():
+            block = rng.gamma(1.0, size=(n, 3)) @ rng.gamma(1.0, size=(3, d)) + 0.05 * rng.random((n, d))
+            ds = store.dataset("c0", layer)
+            ds.resize((n, d))
+            ds[:] = block
+        store.finish({"c0": image_ids}, N_GRID, [], {"layers": '["layer0", "pre_logits"]'})
+
+
+def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
+    """Model a predicts class c0 for 2 pool images, model b for 40: the union (42) passes min_images=5,
+    the class is compared, and the note, the compare status and the run summary say that a's own
+    concept set is small. With min_images=50 the union is too small and the class is skipped."""
+    from rsvc.formats import write_concepts, write_head
+    from rsvc.jobs import concepts_job
+    from rsvc.summary import run_status
+
+    own = {"a": [f"pool/a{i}" for i in range(2)], "b": [f"pool/b{i:02d}" for i in range(40)]}
+    held = {"a": [], "b": [f"val/b{i:02d}" for i in range(12)]}
+    acts = {}
+    for m in ("a", "b"):
+        for o in ("a", "b"):
+            for split, ids in (("train", own[o]), ("val", held[o])):
+                acts[(m, o, split)] = tmp_path / f"{m}_on_{o}_{split}.h5"
+                _activation_file(acts[(m, o, split)], m, ids, seed=10 * "ab".index(m) + (split == "val"))
+    rng = np.random.default_rng(0)
+    concepts, heads = {}, {}
+    for m in ("a", "b"):
+        concepts[m] = tmp_path / f"concepts_{m}.h5"
+        result = concepts_job(
+            acts[(m, m, "train")], "c0", k=3, min_images=1, max_iter=200, tol=1e-6, decomposition="nmf", seed=0
+        )
+        write_concepts(concepts[m], result, {"model": m, "class_id": "c0"})
+        heads[m] = tmp_path / f"head_{m}.h5"
+        write_head(heads[m], rng.normal(size=(3, 12)), rng.normal(size=3), {"model": m})
+    settings = dict(
+        splits={"pool": "train", "heldout": "val"},
+        shared_images=None,
+        min_heldout_images=10,
+        regression={"alpha": 0.1, "folds": 2, "tol": 1e-4, "max_iter": 1000},
+        replacement={"mix": 1.0},
+        gallery_n=3,
+        seed=0,
+    )
+    data, attrs = compare_job(("a", "b"), "c0", acts, concepts, heads, min_images=5, **settings)
+    assert attrs["n_union_images"] == 42 and attrs["n_shared_images"] == 42
+    assert "a's own concept set is small: 2 images < concepts.min_images=5" in attrs["note"]
+    assert "b's own" not in attrs["note"]
+    assert np.isfinite(data["mcs/b->a/pearson"]).all() and np.isfinite(data["regression/a->b/pearson"]).all()
+    path = tmp_path / "compare.h5"
+    write_compare(path, data, {"pair": "a-vs-b", "models": '["a", "b"]', "class_id": "c0", **attrs})
+    status, _ = run_status(pd.DataFrame({"pair": ["a-vs-b"], "class_id": ["c0"]}), ["a-vs-b"], [], [path], [], [], [])
+    row = status[(status["stage"] == "compare") & (status["class_id"] == "c0")]
+    assert row["status"].tolist() == ["partial"] and "a's own concept set is small" in row["reason"].iloc[0]
+
+    skipped, _ = compare_job(("a", "b"), "c0", acts, concepts, heads, min_images=50, **settings)
+    assert "42 images in the union of both models' pool sets < concepts.min_images=50" in skipped.reason

@@ -67,6 +67,6 @@ def test_a_class_below_min_images_is_skipped_with_the_count():
         preds, classes, by="labels", max_images=10, min_images=4, seed=0, model="a", split="train"
     )
     row = counts.set_index("class_id").loc["n02"]  # one of its 4 images is unreadable
-    assert row["status"] == "skipped" and "3 < min_images=4" in row["reason"]
+    assert row["status"] == "skipped" and "3 < concepts.min_images_per_model=4" in row["reason"]
     with pytest.raises(ValueError, match="dataset.image_sets"):
         image_sets_job(preds, classes, by="folders", max_images=10, min_images=1, seed=0, model="a", split="train")

@@ -78,6 +78,7 @@ def _compare_settings(cfg: dict) -> dict:
     return dict(
         splits={"pool": cfg["dataset"]["pool_split"], "heldout": cfg["dataset"]["heldout_split"]},
         shared_images=cfg["concepts"]["shared_images"],
+        min_images=cfg["concepts"]["min_images"],
         min_heldout_images=cfg["concepts"]["min_heldout_images"],
         regression=cfg["regression"],
         replacement=cfg["replacement"],

@@ -16,7 +16,7 @@ from reliability_runs import (
     EMPTY_CLASS,
 )
 
-from rsvc.formats import is_skipped, read_attrs, read_class_activations, read_head, read_layerwise
+from rsvc.formats import is_skipped, read_attrs, read_class_activations, read_compare_status, read_head, read_layerwise
 from rsvc.models import ModelSpec, create_model
 
 
@@ -74,12 +74,17 @@ def test_bad_images_are_skipped_and_recorded_odd_formats_used(reference):
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_class_guards_skip_and_report(reference):
-    """Classes predicted for fewer than min_images images are skipped per model and per pair, with
-    the reason in the run summary; empty class folders are listed; aggregation says how many
-    classes it used. Oracle: counts recomputed from the prediction tables."""
+    """A model predicting fewer than min_images_per_model pool images of a class has no concepts of
+    it (and the pair skips it); a pair compares a class when the union of both models' pool sets has
+    min_images images (the paper's rule), naming a model whose own set is smaller; too few held-out
+    images leave the class compared with a note. Every reason is in the run summary; empty class
+    folders are listed; aggregation says how many classes it used. Oracle: counts recomputed from the
+    prediction tables and image sets."""
     workdir, cfg, _ = reference
     out = workdir / "results"
     min_images = cfg["concepts"]["min_images"]
+    per_model = cfg["concepts"].get("min_images_per_model", 1)
+    min_held = cfg["concepts"].get("min_heldout_images", 10)
     analyze = cfg["dataset"]["analyze_classes"]
     pool, held = cfg["dataset"]["pool_split"], cfg["dataset"]["heldout_split"]
     models = list(cfg["models"])
@@ -94,10 +99,11 @@ def test_class_guards_skip_and_report(reference):
         counts = predicted(m, pool)
         for c in analyze:
             n = int(counts.get(c, 0))
-            skip_model[(m, c)] = n < min_images
+            skip_model[(m, c)] = n < per_model
             rows = summary[(summary["stage"] == "image_set") & (summary["what"] == m) & (summary["class_id"] == c)]
             if skip_model[(m, c)]:
-                assert rows["reason"].tolist() == [f"predicted for {n} < min_images={min_images} images"], (m, c)
+                expected = f"predicted for {n} < concepts.min_images_per_model={per_model} images"
+                assert rows["reason"].tolist() == [expected], (m, c)
                 skipped, reason = is_skipped(out / f"concepts/{m}/{c}.h5")
                 assert skipped and str(n) in reason
             else:
@@ -108,15 +114,29 @@ def test_class_guards_skip_and_report(reference):
 
     pair = f"{models[0]}-vs-{models[1]}"
     used = []
+    sets = {
+        (m, split): pd.read_csv(out / f"image_sets/{m}/{split}.tsv", sep="\t", dtype=str, keep_default_na=False)
+        for m in models
+        for split in (pool, held)
+    }
+
+    def union(c, split):
+        return set().union(*[set(sets[(m, split)].loc[sets[(m, split)]["class_id"] == c, "image_id"]) for m in models])
+
+    n_partial = 0
     for c in analyze:
-        held_union = set()
-        for m in models:
-            s = pd.read_csv(out / f"image_sets/{m}/{held}.tsv", sep="\t", dtype=str, keep_default_na=False)
-            held_union |= set(s.loc[s["class_id"] == c, "image_id"])
-        expect_skip = skip_model[(models[0], c)] or skip_model[(models[1], c)] or len(held_union) < 2
-        assert is_skipped(out / f"compare/{pair}/{c}.h5")[0] == expect_skip, c
+        expect_skip = skip_model[(models[0], c)] or skip_model[(models[1], c)] or len(union(c, pool)) < min_images
+        own = {m: (sets[(m, pool)]["class_id"] == c).sum() for m in models}
+        expect_note = not expect_skip and (min(own.values()) < min_images or len(union(c, held)) < min_held)
+        status = read_compare_status(out / f"compare/{pair}/{c}.h5")
+        assert status.skipped == expect_skip and bool(status.note) == expect_note, c
         rows = summary[(summary["stage"] == "compare") & (summary["class_id"] == c)]
-        assert len(rows) == int(expect_skip) and (rows["reason"].str.len() > 0).all()
+        assert len(rows) == int(expect_skip or expect_note) and (rows["reason"].str.len() > 0).all()
+        if expect_note:
+            n_partial += 1
+            assert rows["status"].tolist() == ["partial"]
+            for m in models:
+                assert (f"{m}'s own concept set is small: {own[m]} images" in status.note) == (own[m] < min_images)
         if not expect_skip:
             used.append(c)
     assert used, "the test config must leave at least one class analysed"

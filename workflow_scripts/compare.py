@@ -13,6 +13,7 @@ models = tuple(p.models)
 settings = {
     "splits": p.splits,
     "shared_images": p.shared_images,
+    "min_images": p.min_images,
     "min_heldout_images": p.min_heldout_images,
     "regression": p.regression,
     "replacement": p.replacement,
