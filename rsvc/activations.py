@@ -80,6 +80,33 @@ class _CanonicalImages(Dataset):
         return i, x.contiguous(), ""
 
 
+class _TimmEvalImages(Dataset):
+    """Item i -> (i, float tensor ``(1, 3, H, W)`` normalised by the model's own timm evaluation
+    transform (resize by ``crop_pct`` with its interpolation, centre crop), reason)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], transform: Any, input_size: Sequence[int]):
+        self.paths = list(paths)
+        self.transform = transform
+        self.input_size = tuple(input_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
+        try:
+            img = load_rgb(self.paths[i])
+        except ImageLoadError as exc:
+            return i, torch.empty((0, *self.input_size)), str(exc)
+        return i, self.transform(img).unsqueeze(0), ""
+
+
+def timm_eval_transform(model: nn.Module):
+    """timm's own evaluation transform of ``model``: ``create_transform(**resolve_data_config(model=model))``."""
+    import timm.data
+
+    return timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+
+
 def _collate(batch: list[tuple[int, torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """-> (item indices (b,), rows per item (b,), all rows concatenated, reasons (b,))."""
     index = torch.tensor([b[0] for b in batch], dtype=torch.int64)
@@ -219,7 +246,9 @@ def _model_inputs(x: torch.Tensor, cfg: dict, device: torch.device, settings: Ex
 def predict_images(
     model: nn.Module, paths: Sequence[str | os.PathLike], settings: ExtractionSettings
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """Predict whole canonical images.
+    """Predict whole images: canonical (``settings.preprocess="canonical"``: the shorter side resized to
+    ``image_size``, centre crop, then the model's input size and normalisation) or through the model's
+    own timm evaluation transform (``"timm_eval"``: :func:`timm_eval_transform`).
 
     Returns ``(pred_index (n_ok,) int64, max_prob (n_ok,) float64, skipped)``:
     the arrays follow ``paths`` with the unreadable images left out, and
@@ -227,9 +256,13 @@ def predict_images(
     turns ``(paths, skipped)`` into the boolean mask of the kept paths.
     """
     device = resolve_device(settings.device)
+    timm_eval = settings.preprocess == "timm_eval"
+    if timm_eval:
+        dataset = _TimmEvalImages(paths, timm_eval_transform(model), model_data_config(model)["input_size"])
     model, _ = _prepare_model(model, device, settings)
     cfg = model_data_config(model)
-    dataset = _CanonicalImages(paths, settings.image_size, None)
+    if not timm_eval:
+        dataset = _CanonicalImages(paths, settings.image_size, None)
     preds, probs, skipped = [], [], []
     bar = _progress(len(dataset), "img", "predict")
     with torch.inference_mode():
@@ -238,8 +271,13 @@ def predict_images(
                 (str(dataset.paths[i]), r) for i, c, r in zip(index.tolist(), counts.tolist(), reasons) if c == 0
             ]
             if x.shape[0]:
+                if timm_eval:  # already the model's input
+                    x = x.to(device, non_blocking=True)
+                    inputs = x.contiguous(memory_format=torch.channels_last) if settings.channels_last else x
+                else:
+                    inputs = _model_inputs(x, cfg, device, settings)
                 with _autocast(device, settings.autocast):
-                    logits = model(_model_inputs(x, cfg, device, settings))
+                    logits = model(inputs)
                 prob = torch.softmax(logits.float(), dim=1)
                 p, k = prob.max(dim=1)
                 preds.append(k.cpu().numpy())

@@ -76,6 +76,10 @@ class ModelSpec:
         return dataclasses.asdict(self)
 
 
+#: How whole images become a model's input for predictions (``dataset.preprocess``).
+PREPROCESS = ("canonical", "timm_eval")
+
+
 @dataclass(frozen=True)
 class ExtractionSettings:
     """How images become model inputs and how activations are stored.
@@ -98,6 +102,7 @@ class ExtractionSettings:
     token: str = "cls"  # 3-D token outputs: "cls" (class token) or "mean" (of the non-prefix tokens)
     channels_last: bool = True
     fold_batchnorm: bool = True  # eval BatchNorm folded into the conv before it (rsvc.models.fold_batchnorm)
+    preprocess: str = "canonical"  # whole-image predictions: "canonical" or "timm_eval" (the model's own transform)
 
     def __post_init__(self) -> None:
         if self.autocast not in (None, *AUTOCAST_MODES):
@@ -106,6 +111,8 @@ class ExtractionSettings:
             raise ValueError(f"storage_dtype must be one of {list(STORAGE_DTYPES)}, got {self.storage_dtype!r}")
         if self.token not in TOKEN_POOLING:
             raise ValueError(f"token must be 'cls' or 'mean', got {self.token!r}")
+        if self.preprocess not in PREPROCESS:
+            raise ValueError(f"preprocess must be one of {list(PREPROCESS)}, got {self.preprocess!r}")
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError("batch_size must be >= 1 and num_workers >= 0")
 
@@ -125,13 +132,13 @@ class ExtractionSettings:
 def numeric_params(dataset: Mapping[str, Any], extraction: Mapping[str, Any], model: Mapping[str, Any] | None):
     """The extraction settings that change numbers, as rule params.
 
-    ``model=None``: whole-image predictions, always at full precision and on the
-    canonical image only (so autocast, storage_dtype, patch size and token pooling,
+    ``model=None``: whole-image predictions, always at full precision, on the canonical image or
+    the model's own timm evaluation transform (``dataset.preprocess``) (so autocast, storage_dtype, patch size and token pooling,
     which are activation settings, never change which images a model predicts as c).
     Otherwise: the patch activations of ``model`` (its ``token`` pooling).
     """
     if model is None:
-        return {"image_size": int(dataset["image_size"])}
+        return {"image_size": int(dataset["image_size"]), "preprocess": dataset["preprocess"]}
     return {
         "image_size": int(dataset["image_size"]),
         "patch_size": int(dataset["patch_size"]),

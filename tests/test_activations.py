@@ -216,3 +216,40 @@ def test_spatial_mean_accumulates_in_float32(channels_last, dtype):
     got = _spatial_mean(x, rows=256)
     assert got.dtype == torch.float32 and got.shape == (3, 5)
     np.testing.assert_allclose(got.numpy(), x.double().mean((2, 3)).numpy(), rtol=1e-6)
+
+
+def test_timm_eval_predictions_feed_timm_own_transform(tmp_path, images):
+    """dataset.preprocess: timm_eval: the whole-image input the model receives equals timm's own
+    create_transform(**resolve_data_config(model)) output for the same file (a crop_pct and a
+    bicubic interpolation that differ from the canonical path), and the predictions are its."""
+    import timm.data
+
+    spec = ModelSpec(
+        "rn",
+        "resnet18",
+        num_classes=4,
+        model_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},
+        pretrained_cfg_overlay={"input_size": (3, 48, 48), "crop_pct": 0.8, "interpolation": "bicubic"},
+    )
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    settings = ExtractionSettings(image_size=S, batch_size=2, num_workers=0, preprocess="timm_eval")
+    paths = [str(p) for p in images]
+    pred, prob, skipped = predict_images(model, paths, settings)
+    assert not skipped
+    got = torch.cat(seen).float().contiguous()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+    want = torch.stack([transform(PIL.Image.open(p).convert("RGB")) for p in paths])
+    assert got.shape == want.shape == (len(paths), 3, 48, 48)
+    assert float((got - want).abs().max()) <= 1e-6
+    with torch.no_grad():
+        logits = model(want)
+    np.testing.assert_array_equal(pred, logits.argmax(1).numpy())
+    # the canonical path gives another input (shorter side to S, crop, bilinear resize)
+    seen.clear()
+    predict_images(model, paths, ExtractionSettings(image_size=S, batch_size=2, num_workers=0))
+    assert float((torch.cat(seen).float() - want).abs().max()) > 1e-2
+    with pytest.raises(ValueError, match="preprocess"):
+        ExtractionSettings(image_size=S, preprocess="resize")
