@@ -38,13 +38,38 @@ class RowSet:
         return self.image_ids[self.patch_image]
 
 
-def union_images(image_sets: list[np.ndarray], cap: int | None, seed: int) -> np.ndarray:
-    """Sorted union of image ids, subsampled (seeded) to at most ``cap`` images."""
-    union = np.array(sorted(set().union(*[set(map(str, s)) for s in image_sets])), dtype=object)
-    if cap is not None and len(union) > cap:
-        rng = np.random.default_rng(seed)
-        union = np.sort(rng.choice(union, size=cap, replace=False))
-    return union
+def image_ranks(image_ids, class_id: str, seed: int) -> np.ndarray:
+    """A seeded pseudo-random rank per image of a class: ``(n,)`` uint64 from BLAKE2b of (seed, class,
+    image id). The ``m`` lowest-ranked images of a set are a seeded uniform sample of it; the ``m``
+    lowest of a union are among the ``m`` lowest of each of its parts (a bottom-m sketch), so jobs that
+    only see the parts pick the same sample of the union without sharing anything but the ids."""
+    import hashlib
+
+    prefix = f"{seed}\x1f{class_id}\x1f".encode()
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "little")
+            for i in image_ids
+        ],
+        dtype=np.uint64,
+    )
+
+
+def lowest_ranked(image_ids, m: int | None, class_id: str, seed: int) -> np.ndarray:
+    """The ``m`` images of ``image_ids`` with the lowest :func:`image_ranks` (all if ``m`` is None or
+    not smaller), sorted by id: a seeded uniform sample."""
+    ids = np.array(sorted(set(map(str, image_ids))), dtype=object)
+    if m is None or len(ids) <= m:
+        return ids
+    order = np.argsort(image_ranks(ids, class_id, seed), kind="stable")
+    return np.sort(ids[order[:m]])
+
+
+def union_images(image_sets: list[np.ndarray], cap: int | None, seed: int, class_id: str = "") -> np.ndarray:
+    """Sorted union of image ids, subsampled to at most ``cap`` images: the ``cap`` lowest-ranked
+    (:func:`lowest_ranked`), i.e. a seeded uniform sample of the union."""
+    union = set().union(*[set(map(str, s)) for s in image_sets])
+    return lowest_ranked(union, cap, class_id, seed)
 
 
 def gather_rows(parts: list[RowSet], images: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], RowSet]:

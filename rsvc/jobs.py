@@ -41,6 +41,7 @@ def concepts_job(
     seed: int,
     restarts: int = 0,
     init: str = "nndsvd",
+    concept_images: int | None = None,
 ) -> Concepts | Skipped:
     """Concepts of one model for one class at every layer of an activation file.
 
@@ -50,7 +51,10 @@ def concepts_job(
     seeds ``seed + 1 ... seed + restarts`` to measure each concept's stability
     (:func:`rsvc.uncertainty.concept_stability`) and the MCS of the model with itself
     across restarts, the noise floor of MCS (``Concepts.stability``). ``init``: the start of
-    the main factorisation (:func:`rsvc.factorization.factorize`).
+    the main factorisation (:func:`rsvc.factorization.factorize`). ``concept_images``: the concepts are
+    fitted on the ``concept_images`` lowest-ranked images of the file's class
+    (:func:`rsvc.compare.lowest_ranked`, the model's own seeded sample; the file may hold more, for
+    the shared set), all of them when None.
     """
     from rsvc.factorization import choose_method, factorize
     from rsvc.uncertainty import restart_stability
@@ -62,6 +66,15 @@ def concepts_job(
     n_images = len(image_ids)
     if n_images < min_images:
         return Skipped(f"{n_images} images < concepts.min_images_per_model={min_images}")
+    if concept_images is not None and n_images > concept_images:
+        from rsvc.compare import lowest_ranked
+
+        keep_ids = set(lowest_ranked(image_ids, concept_images, class_id, seed))
+        keep_img = np.array([str(i) in keep_ids for i in image_ids])
+        rows = keep_img[patch_image]
+        new_index = np.cumsum(keep_img) - 1
+        acts = {layer: A[rows] for layer, A in acts.items()}
+        image_ids, patch_image, patch_index = image_ids[keep_img], new_index[patch_image[rows]], patch_index[rows]
     W, U, fit = {}, {}, {}
     for layer, A in acts.items():
         A = np.asarray(A, dtype=np.float64)
@@ -119,7 +132,7 @@ def _gather_union(models, files, class_id, layers_of, cap, seed):
     if not present:
         return None, None, 0
     n_union = len(union_images([parts[a][i][1].image_ids for i in present], None, seed))
-    images = union_images([parts[a][i][1].image_ids for i in present], cap, seed)
+    images = union_images([parts[a][i][1].image_ids for i in present], cap, seed, class_id)
     picks, rows = gather_rows([parts[a][i][1] for i in present], images)
     for m in models:  # both models must see exactly the same patches
         _, rows_m = gather_rows([parts[m][i][1] for i in present], images)
@@ -279,7 +292,7 @@ def image_sets_job(
     preds = predictions[predictions["status"] == OK]
     column = "pred_class" if by == "predicted" else "label"
     sets, counts = [], []
-    for ci, cid in enumerate(classes):
+    for cid in classes:
         cand = preds[preds[column] == cid].sort_values("image_id")
         n = len(cand)
         if min_images is not None and n < min_images:
@@ -288,9 +301,10 @@ def image_sets_job(
                 (model, split, cid, n, 0, "skipped", f"{what} {n} < concepts.min_images_per_model={min_images} images")
             )
             continue
-        if n > max_images:
-            rng = np.random.default_rng([seed, ci])
-            cand = cand.iloc[np.sort(rng.choice(n, size=max_images, replace=False))]
+        if n > max_images:  # the max_images lowest-ranked: a seeded sample (rsvc.compare.lowest_ranked)
+            from rsvc.compare import lowest_ranked
+
+            cand = cand[cand["image_id"].isin(set(lowest_ranked(cand["image_id"], max_images, cid, seed)))]
         sets.append(cand.assign(class_id=cid)[IMAGE_SET_COLUMNS])
         counts.append((model, split, cid, n, len(cand), OK, ""))
     sets_df = pd.concat(sets) if sets else pd.DataFrame(columns=IMAGE_SET_COLUMNS)

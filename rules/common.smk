@@ -175,7 +175,7 @@ def concepts_params(model):
     """Factorisation settings of `model`'s concepts (rsvc.jobs.concepts_job keywords)."""
     c = config["concepts"]
     return {
-        **{key: c[key] for key in ("k", "max_iter", "tol", "restarts")},
+        **{key: c[key] for key in ("k", "max_iter", "tol", "restarts", "concept_images")},
         "min_images": c["min_images_per_model"],
         "decomposition": config["models"][model]["decomposition"],
     }
@@ -190,8 +190,8 @@ def image_set_params(split):
     """Cap and minimum of an image set: the pool split holds the concept images (and
     skips classes with too few for a model's own concepts), the held-out split is capped only."""
     c = config["concepts"]
-    if split == POOL_SPLIT:
-        return {"max_images": c["concept_images"], "min_images": c["min_images_per_model"]}
+    if split == POOL_SPLIT:  # the concept sample and the candidates for the shared set (rsvc.compare.lowest_ranked)
+        return {"max_images": max(c["concept_images"], c["shared_images"]), "min_images": c["min_images_per_model"]}
     return {"max_images": c["heldout_images"], "min_images": None}
 
 

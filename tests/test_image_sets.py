@@ -70,3 +70,58 @@ def test_a_class_below_min_images_is_skipped_with_the_count():
     assert row["status"] == "skipped" and "3 < concepts.min_images_per_model=4" in row["reason"]
     with pytest.raises(ValueError, match="dataset.image_sets"):
         image_sets_job(preds, classes, by="folders", max_images=10, min_images=1, seed=0, model="a", split="train")
+
+
+def test_shared_set_is_a_seeded_sample_of_the_union_of_the_full_predicted_sets():
+    """The paper's shared set: a seeded sample of I_1^c ∪ I_2^c (all the images each model predicts
+    as c), capped at shared_images, although each model's image set (and activation file) holds only
+    its max(concept_images, shared_images) lowest-ranked images; the concept images are the
+    concept_images lowest-ranked of the model's full set. Oracle: the ranks recomputed with hashlib."""
+    import hashlib
+
+    from rsvc.compare import lowest_ranked, union_images
+
+    full = {"a": {f"img{i:03d}" for i in range(0, 40)}, "b": {f"img{i:03d}" for i in range(30, 60)}}
+    rows = []
+    for model, ids in full.items():
+        for i in range(70):
+            image = f"img{i:03d}"
+            pred = "c" if image in ids else "other"
+            rows.append((model, image, f"/x/{image}.png", "c", "ok", 0, 0.5, pred, ""))
+    table = pd.DataFrame(
+        rows, columns=["model", "image_id", "path", "label", "status", "pred_index", "prob", "pred_class", "reason"]
+    )
+    concept_images, shared_images, seed = 12, 20, 7
+    sets = {}
+    for model in full:
+        s, _ = image_sets_job(
+            table[table["model"] == model].drop(columns="model"),
+            ["c"],
+            by="predicted",
+            max_images=max(concept_images, shared_images),
+            min_images=1,
+            seed=seed,
+            model=model,
+            split="train",
+        )
+        sets[model] = list(s["image_id"])
+        assert len(sets[model]) == shared_images and set(sets[model]) <= full[model]
+
+    def rank(image):
+        digest = hashlib.blake2b(f"{seed}\x1fc\x1f{image}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little")
+
+    union = full["a"] | full["b"]
+    expected = sorted(sorted(union, key=rank)[:shared_images])
+    assert list(union_images([sets["a"], sets["b"]], shared_images, seed, "c")) == expected
+    for model in full:  # the concept images: a prefix of the same ranking of the model's full set
+        want = sorted(sorted(full[model], key=rank)[:concept_images])
+        assert list(lowest_ranked(sets[model], concept_images, "c", seed)) == want
+    # uniform over the union: no image, shared by both models or not, is favoured
+    hits = {i: 0 for i in union}
+    n_seeds = 300
+    for s in range(n_seeds):
+        for i in lowest_ranked(union, shared_images, "c", s):
+            hits[i] += 1
+    p = shared_images / len(union)
+    assert max(abs(h / n_seeds - p) for h in hits.values()) < 0.12

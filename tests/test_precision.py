@@ -287,6 +287,7 @@ def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int, init: str = "nn
                 cid,
                 k=c["k"],
                 min_images=c["min_images"],
+                concept_images=c["concept_images"],
                 max_iter=c["max_iter"],
                 tol=c["tol"],
                 decomposition=cfg["models"][m].get("decomposition", "auto"),
