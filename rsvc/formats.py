@@ -450,7 +450,8 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
     cmcs_pearson, cmcs_spearman, cv_cmcs_pearson, l2, kl, match_acc (the cross
     directions) and smcs_pearson, smcs_spearman (the self direction of the target); the
     uncertainty columns :data:`UNCERTAINTY_COLUMNS` (NaN when the file has none); ``note``: why some
-    numbers are NaN (e.g. too few held-out images), "" when none.
+    numbers are NaN (e.g. too few held-out images), "" when none; ``importance``: model -> ``(k,)``
+    concept importance on the shared set when the file has it (``importance.images: shared``).
     """
     with _open(path) as f:
         if f.attrs.get(SKIPPED, False):
@@ -486,12 +487,14 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
                 dirs[d][column] = f[name][()] if name in f else np.full(k, np.nan)
         rel = {m: f[f"rel_error/{m}"][()] for m in (a, b)}
         note = str(f.attrs.get("note", ""))
+        importance = {m: f[f"importance/{m}"][()] for m in (a, b) if f"importance/{m}" in f}
         return {
             "models": (a, b),
             "class_id": str(f.attrs["class_id"]),
             "directions": dirs,
             "rel_error": rel,
             "note": note,
+            "importance": importance,
         }
 
 

@@ -164,6 +164,8 @@ def compare_job(
     seed: int,
     min_heldout_images: int,
     uncertainty: Mapping[str, Any] | None = None,
+    importance: Mapping[str, Any] | None = None,
+    class_index: int | None = None,
 ) -> tuple[dict[str, np.ndarray] | Skipped, dict[str, Any]]:
     """Every RSVC comparison of one class for a model pair, from the stored files.
 
@@ -175,6 +177,9 @@ def compare_job(
     ``min_images`` images in the union of both models' pool sets (the paper's rule; a model whose own
     set is smaller is named in ``attrs["note"]``). A class with fewer than ``min_heldout_images``
     held-out images is compared, but its held-out scores are NaN and ``attrs["note"]`` says why.
+    ``importance`` (``{"target", "steps"}``, with ``class_index``): concept importance is also computed
+    on the shared set (``importance/<model>``, config ``importance.images: shared``, what the paper's
+    code does) instead of only on each model's own concept images.
     """
     from rsvc.compare import RowSet, compare_class
 
@@ -207,6 +212,7 @@ def compare_job(
         for m in models
         if len(read[m].image_ids) < min_images
     ]
+    head_of = {m: read_head(heads[m]) for m in models}
     held, held_rows, _ = _gather_union(
         models, files(splits["heldout"]), class_id, {m: [PRE_LOGITS] for m in models}, None, seed
     )
@@ -229,7 +235,7 @@ def compare_job(
         {m: held[m][PRE_LOGITS] for m in models},
         held_rows,
         W,
-        {m: read_head(heads[m]) for m in models},
+        head_of,
         alpha=regression["alpha"],
         folds=regression["folds"],
         tol=regression["tol"],
@@ -240,6 +246,19 @@ def compare_job(
         heldout_reason=heldout_note or None,
         **(uncertainty or {}),
     )
+    if importance is not None:
+        from rsvc.importance import concept_importance, concept_integrated_gradients
+
+        for m in models:
+            attr = concept_integrated_gradients(
+                out[f"pool/U_pre_logits/{m}"],
+                W[m][PRE_LOGITS],
+                *head_of[m],
+                class_index,
+                target=importance["target"],
+                steps=importance["steps"],
+            )
+            out[f"importance/{m}"] = concept_importance(attr)
     for m in models:
         add_rel_error(out, m, [read[m].rel_error[l] for l in layers_of[m]])
         add_stability(out, m, read[m].stability)

@@ -50,7 +50,9 @@ def concept_rows(
         d = direction(src, tgt)
         m = metrics["directions"][d]
         k = len(m["cmcs_pearson"])
-        imp = read_importance(importance_files[tgt])
+        imp = metrics["importance"].get(tgt)  # on the shared set (importance.images: shared)
+        if imp is None:
+            imp = read_importance(importance_files[tgt])
         frames.append(
             pd.DataFrame(
                 {

@@ -45,6 +45,7 @@ CASES = [
     ("replacement.mix", 0.5, ANALYSIS),
     ("gallery.n", 3, ANALYSIS),
     ("gallery.similarity_threshold", 0.4, {"aggregate_pair", "gallery", "summary"}),
+    ("importance.images", "shared", ANALYSIS),
     ("importance.steps", 20, {"importance", "aggregate_pair", "gallery", "summary"}),
     ("importance.target", "logit", {"importance", "aggregate_pair", "gallery", "summary"}),
 ]

@@ -19,6 +19,8 @@ settings = {
     "replacement": p.replacement,
     "gallery_n": p.gallery_n,
     "uncertainty": p.uncertainty,
+    "importance": p.importance,
+    "class_index": p.class_index,
     "seed": p.seed,
 }
 attrs = {"pair": w.pair, "models": list(models), "class_id": w.class_id, "class_index": p.class_index, **settings}

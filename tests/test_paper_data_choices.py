@@ -1,5 +1,6 @@
-"""concepts.min_heldout_images: a class with too few held-out images is compared, but every number
-scored on the held-out patches is NaN and the files and tables say why (the paper's code needs 10)."""
+"""Which classes and images are compared, as in the paper: concepts.min_heldout_images (a class with
+too few held-out images is compared, its held-out numbers NaN with the reason), the union rule of
+concepts.min_images, and importance.images: shared (concept IG on the pair's shared set)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from rsvc.compare import RowSet, compare_class
 from rsvc.factorization import factorize
-from rsvc.formats import read_compare_metrics, read_compare_status, write_compare
+from rsvc.formats import read_compare_metrics, read_compare_status, read_concepts, read_head, write_compare
 from rsvc.jobs import compare_job
 from rsvc.tables import CONCEPT_COLUMNS
 
@@ -179,6 +180,35 @@ def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
     status, _ = run_status(pd.DataFrame({"pair": ["a-vs-b"], "class_id": ["c0"]}), ["a-vs-b"], [], [path], [], [], [])
     row = status[(status["stage"] == "compare") & (status["class_id"] == "c0")]
     assert row["status"].tolist() == ["partial"] and "a's own concept set is small" in row["reason"].iloc[0]
+
+    # importance.images: shared: concept IG over the shared set's coefficients, not the own images
+    from rsvc.importance import concept_importance, concept_integrated_gradients
+    from rsvc.jobs import importance_job
+
+    shared, _ = compare_job(
+        ("a", "b"),
+        "c0",
+        acts,
+        concepts,
+        heads,
+        min_images=5,
+        importance={"target": "probability", "steps": 8},
+        class_index=1,
+        **settings,
+    )
+    for m in ("a", "b"):
+        U = shared[f"pool/U_pre_logits/{m}"]
+        assert U.shape[0] == 42 * N_GRID
+        W = read_concepts(concepts[m]).W["pre_logits"]
+        weight, bias = read_head(heads[m])
+        want = concept_importance(concept_integrated_gradients(U, W, weight, bias, 1, target="probability", steps=8))
+        np.testing.assert_allclose(shared[f"importance/{m}"], want, rtol=1e-12)
+        own, _ = importance_job(concepts[m], heads[m], 1, target="probability", steps=8)
+        assert not np.allclose(own, want)
+    assert "importance/a" not in data  # importance.images: own
+    path = tmp_path / "shared.h5"
+    write_compare(path, shared, {"pair": "a-vs-b", "models": '["a", "b"]', "class_id": "c0", **attrs})
+    np.testing.assert_array_equal(read_compare_metrics(path)["importance"]["b"], shared["importance/b"])
 
     skipped, _ = compare_job(("a", "b"), "c0", acts, concepts, heads, min_images=50, **settings)
     assert "42 images in the union of both models' pool sets < concepts.min_images=50" in skipped.reason
