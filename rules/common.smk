@@ -181,6 +181,12 @@ def concepts_params(model):
     }
 
 
+def importance_settings():
+    """Concept IG settings (rsvc.jobs.importance_job keywords); `importance.images` says where they
+    are used (the importance rule, or the compare job on the shared set)."""
+    return {key: config["importance"][key] for key in ("target", "steps")}
+
+
 def pool_cap(split):
     """pool_images_per_class applies to the concept pool split only."""
     return DATASET["pool_images_per_class"] if split == POOL_SPLIT else None

@@ -28,7 +28,7 @@ rule compare:
         replacement=config["replacement"],
         gallery_n=config["gallery"]["n"],
         uncertainty=config["uncertainty"],
-        importance=config["importance"] if config["importance"]["images"] == "shared" else None,
+        importance=importance_settings() if config["importance"]["images"] == "shared" else None,
         seed=config["seed"],
     script:
         "../workflow_scripts/compare.py"

@@ -45,7 +45,7 @@ rule importance:
         mem_mb=2000,
         runtime=10,
     params:
-        importance=config["importance"],
+        importance=importance_settings(),
         class_index=lambda wc: CLASS_INDEX[wc.class_id],
     script:
         "../workflow_scripts/importance.py"
