@@ -42,6 +42,7 @@ def concepts_job(
     restarts: int = 0,
     init: str = "nndsvd",
     concept_images: int | None = None,
+    sample_seed: int | None = None,
 ) -> Concepts | Skipped:
     """Concepts of one model for one class at every layer of an activation file.
 
@@ -54,7 +55,8 @@ def concepts_job(
     the main factorisation (:func:`rsvc.factorization.factorize`). ``concept_images``: the concepts are
     fitted on the ``concept_images`` lowest-ranked images of the file's class
     (:func:`rsvc.compare.lowest_ranked`, the model's own seeded sample; the file may hold more, for
-    the shared set), all of them when None.
+    the shared set), all of them when None; ranked with ``sample_seed`` (default ``seed``: the
+    workflow uses the config's seed for both, as the image sets do).
     """
     from rsvc.factorization import choose_method, factorize
     from rsvc.uncertainty import restart_stability
@@ -69,7 +71,7 @@ def concepts_job(
     if concept_images is not None and n_images > concept_images:
         from rsvc.compare import lowest_ranked
 
-        keep_ids = set(lowest_ranked(image_ids, concept_images, class_id, seed))
+        keep_ids = set(lowest_ranked(image_ids, concept_images, class_id, seed if sample_seed is None else sample_seed))
         keep_img = np.array([str(i) in keep_ids for i in image_ids])
         rows = keep_img[patch_image]
         new_index = np.cumsum(keep_img) - 1

@@ -288,6 +288,7 @@ def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int, init: str = "nn
                 k=c["k"],
                 min_images=c["min_images"],
                 concept_images=c["concept_images"],
+                sample_seed=cfg["seed"],  # the workflow's concept images, whatever the NMF seed
                 max_iter=c["max_iter"],
                 tol=c["tol"],
                 decomposition=cfg["models"][m].get("decomposition", "auto"),

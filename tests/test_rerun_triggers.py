@@ -33,7 +33,7 @@ CASES = [
     # the pool image sets hold max(concept_images, shared_images) images (12 and 20 in the tiny run)
     ("concepts.shared_images", 18, {"image_sets", "activations"} | CONCEPTS),
     ("concepts.min_heldout_images", 3, ANALYSIS),
-    ("concepts.min_images", 4, ANALYSIS),
+    ("concepts.min_images", 6, ANALYSIS),  # at least regression.folds (5)
     ("concepts.min_images_per_model", 2, {"image_sets", "activations"} | CONCEPTS),
     ("concepts.heldout_images", 6, {"image_sets", "activations"} | ANALYSIS),
     ("concepts.concept_images", 10, CONCEPTS),
