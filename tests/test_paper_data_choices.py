@@ -210,5 +210,16 @@ def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
     write_compare(path, shared, {"pair": "a-vs-b", "models": '["a", "b"]', "class_id": "c0", **attrs})
     np.testing.assert_array_equal(read_compare_metrics(path)["importance"]["b"], shared["importance/b"])
 
+    # 4 held-out images (< concepts.min_heldout_images = 10): compared, held-out numbers NaN with the reason
+    few = dict(acts)
+    for m in ("a", "b"):
+        few[(m, "b", "val")] = tmp_path / f"{m}_on_b_val4.h5"
+        _activation_file(few[(m, "b", "val")], m, held["b"][:4], seed=10 * "ab".index(m) + 1)
+    four, four_attrs = compare_job(("a", "b"), "c0", few, concepts, heads, min_images=5, **settings)
+    assert four_attrs["n_heldout_images"] == 4
+    assert "4 held-out images (split val) < concepts.min_heldout_images=10" in four_attrs["note"]
+    assert np.isnan(four["regression/a->b/pearson"]).all() and np.isnan(four["replacement/b->a/l2"]).all()
+    np.testing.assert_array_equal(four["mcs/a->b/pearson"], data["mcs/a->b/pearson"])
+
     skipped, _ = compare_job(("a", "b"), "c0", acts, concepts, heads, min_images=50, **settings)
     assert "42 images in the union of both models' pool sets < concepts.min_images=50" in skipped.reason
