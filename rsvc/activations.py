@@ -235,11 +235,15 @@ def _prepare_model(
     return model, folded
 
 
+def _layout(x: torch.Tensor, settings: ExtractionSettings) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if settings.channels_last else x
+
+
 def _model_inputs(x: torch.Tensor, cfg: dict, device: torch.device, settings: ExtractionSettings) -> torch.Tensor:
-    x = to_model_input(x.to(device, non_blocking=True), cfg["input_size"], cfg["mean"], cfg["std"])
-    if settings.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    """uint8 canonical images or patches -> the model's normalised input on ``device``."""
+    return _layout(
+        to_model_input(x.to(device, non_blocking=True), cfg["input_size"], cfg["mean"], cfg["std"]), settings
+    )
 
 
 # ---------------------------------------------------------------- predictions
@@ -257,11 +261,11 @@ def predict_images(
     """
     device = resolve_device(settings.device)
     timm_eval = settings.preprocess == "timm_eval"
-    if timm_eval:
-        dataset = _TimmEvalImages(paths, timm_eval_transform(model), model_data_config(model)["input_size"])
     model, _ = _prepare_model(model, device, settings)
     cfg = model_data_config(model)
-    if not timm_eval:
+    if timm_eval:
+        dataset = _TimmEvalImages(paths, timm_eval_transform(model), cfg["input_size"])
+    else:
         dataset = _CanonicalImages(paths, settings.image_size, None)
     preds, probs, skipped = [], [], []
     bar = _progress(len(dataset), "img", "predict")
@@ -272,8 +276,7 @@ def predict_images(
             ]
             if x.shape[0]:
                 if timm_eval:  # already the model's input
-                    x = x.to(device, non_blocking=True)
-                    inputs = x.contiguous(memory_format=torch.channels_last) if settings.channels_last else x
+                    inputs = _layout(x.to(device, non_blocking=True), settings)
                 else:
                     inputs = _model_inputs(x, cfg, device, settings)
                 with _autocast(device, settings.autocast):

@@ -37,6 +37,11 @@ class RowSet:
     def row_image_ids(self) -> np.ndarray:
         return self.image_ids[self.patch_image]
 
+    @classmethod
+    def empty(cls) -> RowSet:
+        """No image, no row."""
+        return cls(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
 
 def image_ranks(image_ids, class_id: str, seed: int) -> np.ndarray:
     """A seeded pseudo-random rank per image of a class: ``(n,)`` uint64 from BLAKE2b of (seed, class,
@@ -223,7 +228,7 @@ def compare_class(
         _mask_heldout(regression, replacement, views_of, intervals)
     if empty_heldout:
         U_held = {m: U_held[m][:0] for m in models}
-        heldout_rows = RowSet(pool_rows.image_ids[:0], pool_rows.patch_image[:0], pool_rows.patch_index[:0])
+        heldout_rows = RowSet.empty()
         for res in regression.values():
             res["pred"] = res["pred"][:0]
     return compare_datasets(

@@ -69,14 +69,12 @@ def concepts_job(
     if n_images < min_images:
         return Skipped(f"{n_images} images < concepts.min_images_per_model={min_images}")
     if concept_images is not None and n_images > concept_images:
-        from rsvc.compare import lowest_ranked
+        from rsvc.compare import RowSet, gather_rows, lowest_ranked, take_rows
 
-        keep_ids = set(lowest_ranked(image_ids, concept_images, class_id, seed if sample_seed is None else sample_seed))
-        keep_img = np.array([str(i) in keep_ids for i in image_ids])
-        rows = keep_img[patch_image]
-        new_index = np.cumsum(keep_img) - 1
-        acts = {layer: A[rows] for layer, A in acts.items()}
-        image_ids, patch_image, patch_index = image_ids[keep_img], new_index[patch_image[rows]], patch_index[rows]
+        keep = lowest_ranked(image_ids, concept_images, class_id, seed if sample_seed is None else sample_seed)
+        picks, kept = gather_rows([RowSet(image_ids, patch_image, patch_index)], keep)
+        acts = {layer: take_rows([A], picks) for layer, A in acts.items()}
+        image_ids, patch_image, patch_index = kept.image_ids, kept.patch_image, kept.patch_index
     W, U, fit = {}, {}, {}
     for layer, A in acts.items():
         A = np.asarray(A, dtype=np.float64)
@@ -126,15 +124,15 @@ def _gather_union(models, files, class_id, layers_of, cap, seed):
     files: (model, owner) -> activation file. -> ``(acts {model: {layer: (n, d) float64}}, RowSet,
     size of the union before the cap)`` or ``(None, None, 0)`` when no owner has an image of the class.
     """
-    from rsvc.compare import gather_rows, take_rows, union_images
+    from rsvc.compare import gather_rows, lowest_ranked, take_rows, union_images
 
     a = models[0]
     parts = {m: [_load_rows(files[(m, o)], class_id, layers_of[m]) for o in models] for m in models}
     present = [i for i, part in enumerate(parts[a]) if part is not None]
     if not present:
         return None, None, 0
-    n_union = len(union_images([parts[a][i][1].image_ids for i in present], None, seed))
-    images = union_images([parts[a][i][1].image_ids for i in present], cap, seed, class_id)
+    union = union_images([parts[a][i][1].image_ids for i in present], None, seed)
+    images = lowest_ranked(union, cap, class_id, seed)
     picks, rows = gather_rows([parts[a][i][1] for i in present], images)
     for m in models:  # both models must see exactly the same patches
         _, rows_m = gather_rows([parts[m][i][1] for i in present], images)
@@ -147,7 +145,7 @@ def _gather_union(models, files, class_id, layers_of, cap, seed):
         m: {l: take_rows([parts[m][i][0][l] for i in present], picks).astype(np.float64) for l in layers_of[m]}
         for m in models
     }
-    return acts, rows, n_union
+    return acts, rows, len(union)
 
 
 def compare_job(
@@ -229,7 +227,7 @@ def compare_job(
     if held is None:
         dims = {m: pool[m][PRE_LOGITS].shape[1] for m in models}
         held = {m: {PRE_LOGITS: np.zeros((0, dims[m]))} for m in models}
-        held_rows = RowSet(pool_rows.image_ids[:0], pool_rows.patch_image[:0], pool_rows.patch_index[:0])
+        held_rows = RowSet.empty()
     out = compare_class(
         models,
         pool,

@@ -34,6 +34,19 @@ def run_snakemake(
     return proc
 
 
+def grid_rows(n_img: int, P: int):
+    """``rsvc.compare.RowSet`` of ``n_img`` images ``img00, img01, ...`` with ``P`` patches each, in grid order."""
+    import numpy as np
+
+    from rsvc.compare import RowSet
+
+    return RowSet(
+        np.array([f"img{i:02d}" for i in range(n_img)], dtype=object),
+        np.repeat(np.arange(n_img), P),
+        np.tile(np.arange(P), n_img),
+    )
+
+
 def seeded_model(spec, seed: int = 0):
     """``rsvc.models.create_model(spec)`` after ``torch.manual_seed(seed)`` (reproducible random weights)."""
     import torch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import grid_rows
 
 from rsvc.compare import RowSet, compare_class, gather_rows, take_rows, union_images
 from rsvc.factorization import factorize
@@ -20,11 +21,7 @@ def _acts(rng, n, dims, rank=4):
 def test_self_comparison_gives_unit_mmcs_diagonal():
     rng = np.random.default_rng(0)
     n_img, P = 12, 16
-    rows = RowSet(
-        np.array([f"img{i:02d}" for i in range(n_img)], dtype=object),
-        np.repeat(np.arange(n_img), P),
-        np.tile(np.arange(P), n_img),
-    )
+    rows = grid_rows(n_img, P)
     pool = _acts(rng, n_img * P, [8, 16, 32])
     held_rows = RowSet(rows.image_ids[:6], np.repeat(np.arange(6), P), np.tile(np.arange(P), 6))
     held = pool["pre_logits"][: 6 * P]

@@ -6,18 +6,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from conftest import grid_rows
 
-from rsvc.compare import RowSet, compare_class
+from rsvc.compare import compare_class
 from rsvc.formats import Skipped, write_compare, write_importance
 from rsvc.tables import concept_rows, layerwise_mean
-
-
-def _rows(n_img, P):
-    return RowSet(
-        np.array([f"img{i:02d}" for i in range(n_img)], dtype=object),
-        np.repeat(np.arange(n_img), P),
-        np.tile(np.arange(P), n_img),
-    )
 
 
 def test_degenerate_layers_and_concepts_give_nan_that_aggregation_ignores_and_counts(tmp_path):
@@ -28,7 +21,7 @@ def test_degenerate_layers_and_concepts_give_nan_that_aggregation_ignores_and_co
     the tidy table keeps them as NaN."""
     rng = np.random.default_rng(0)
     n_img, P, d = 12, 4, 10
-    rows, held_rows = _rows(n_img, P), _rows(6, P)
+    rows, held_rows = grid_rows(n_img, P), grid_rows(6, P)
     n = n_img * P
     W = {m: {"l0": rng.random((3, d)), "pre_logits": rng.random((3, d))} for m in "ab"}
     classes = {}
@@ -123,7 +116,7 @@ def test_concept_absent_from_every_patch_gives_nan_similarity():
 
     rng = np.random.default_rng(0)
     n_img, P, d = 12, 4, 10
-    rows, held_rows = _rows(n_img, P), _rows(6, P)
+    rows, held_rows = grid_rows(n_img, P), grid_rows(6, P)
     A_b = rng.random((n_img * P, d))
     A_b[:, 0] = 0.0
     W_dead = np.vstack([rng.random((2, d)), np.eye(d)[:1]])

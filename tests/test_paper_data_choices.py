@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import grid_rows
 
 from rsvc.compare import RowSet, compare_class
 from rsvc.factorization import factorize
@@ -84,11 +85,7 @@ def test_empty_heldout_set_is_compared_on_the_pool():
     """No held-out image at all: MMCS and MCS as with a held-out set, held-out scores NaN, no rows stored."""
     rng = np.random.default_rng(0)
     n_img, P = 12, 16
-    rows = RowSet(
-        np.array([f"img{i:02d}" for i in range(n_img)], dtype=object),
-        np.repeat(np.arange(n_img), P),
-        np.tile(np.arange(P), n_img),
-    )
+    rows = grid_rows(n_img, P)
     pool = {
         "layer0": rng.gamma(1.0, size=(n_img * P, 4)) @ rng.gamma(1.0, size=(4, 16)),
         "pre_logits": rng.random((n_img * P, 3)) @ rng.random((3, 24)) + 0.05 * rng.random((n_img * P, 24)),
@@ -100,7 +97,7 @@ def test_empty_heldout_set_is_compared_on_the_pool():
     held_rows = RowSet(rows.image_ids[:6], rows.patch_image[: 6 * P], rows.patch_index[: 6 * P])
     held = {"a": pool["pre_logits"][: 6 * P], "b": pool_b["pre_logits"][: 6 * P]}
     ref = compare_class(("a", "b"), {"a": pool, "b": pool_b}, rows, held, held_rows, **kwargs)
-    empty = RowSet(rows.image_ids[:0], rows.patch_image[:0], rows.patch_index[:0])
+    empty = RowSet.empty()
     none = {"a": np.zeros((0, 24)), "b": np.zeros((0, 24))}
     with pytest.raises(ValueError, match="heldout_reason"):
         compare_class(("a", "b"), {"a": pool, "b": pool_b}, rows, none, empty, **kwargs)
