@@ -36,6 +36,7 @@ rule aggregate_pair:
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         classes=ANALYZE,
+        files=pair_class_files,
         class_names=CLASS_NAMES,
         figure_names=list(PAIR_FIGURES),
         similarity_threshold=config["gallery"]["similarity_threshold"],
@@ -48,7 +49,7 @@ rule aggregate_pair:
 rule gallery:
     input:
         table=PATHS["pair_table"],
-        compare=lambda wc: [path("compare", pair=wc.pair, class_id=c) for c in ANALYZE],
+        compare=lambda wc: shard_folders("compare", pair=wc.pair),
         data=dataset_input,
     output:
         [
@@ -76,6 +77,7 @@ rule gallery:
         names=GALLERIES,
         class0=ANALYZE[0],
         classes=ANALYZE,
+        compare=lambda wc: class_files("compare", pair=wc.pair),
         class_names=CLASS_NAMES,
         pixels={key: DATASET[key] for key in ("image_size", "patch_size")},
         similarity_threshold=config["gallery"]["similarity_threshold"],
@@ -87,7 +89,7 @@ rule summary:
     input:
         tables=[path("pair_table", pair=p) for p in PAIR_NAMES],
         counts=[path("image_set_counts", model=m, split=s) for m in MODELS for s in SPLITS],
-        compare=[path("compare", pair=p, class_id=c) for p in PAIR_NAMES for c in ANALYZE],
+        compare=[f for p in PAIR_NAMES for f in shard_folders("compare", pair=p)],
         acts=sorted(
             {
                 path("activations", model=m, owner=o, split=s, shard=sh)
@@ -130,6 +132,7 @@ rule summary:
         runtime=30,
     params:
         pairs=PAIR_NAMES,
+        compare=[f for p in PAIR_NAMES for f in class_files("compare", pair=p)],
         prediction_splits=[s for m in MODELS for s in SPLITS for sh in ALL_SHARDS],
     script:
         "../workflow_scripts/summary.py"

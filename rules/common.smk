@@ -110,8 +110,10 @@ PATHS = {
     "head": f"{OUT}/heads/{{model}}.h5",
     "activations": f"{OUT}/activations/{{model}}/on_{{owner}}/{{split}}/shard{{shard}}.h5",
     "concepts": f"{OUT}/concepts/{{model}}/{{class_id}}.h5",
-    "importance": f"{OUT}/importance/{{model}}/{{class_id}}.h5",
-    "compare": f"{OUT}/compare/{{pair}}/{{class_id}}.h5",
+    # importance and compare run one job per class shard (see rules/compare.smk): a
+    # folder per shard, one file per class inside (added below)
+    "importance_shard": f"{OUT}/importance/{{model}}/shard{{shard}}",
+    "compare_shard": f"{OUT}/compare/{{pair}}/shard{{shard}}",
     "pair_table": f"{OUT}/pairs/{{pair}}/concepts.csv",
     "pair_layerwise": f"{OUT}/pairs/{{pair}}/layerwise_mmcs.h5",
     "pair_figure": f"{OUT}/pairs/{{pair}}/{{figure}}.png",
@@ -126,10 +128,28 @@ PATHS = {
 }
 
 
+for _kind in ("importance", "compare"):
+    PATHS[_kind] = f"{PATHS[f'{_kind}_shard']}/{{class_id}}.h5"
+
+
 def path(kind, **wildcards):
     """The path of one output: PATHS[kind] with its wildcards filled (a value
-    "{pair}" leaves that wildcard to the rule)."""
+    "{pair}" leaves that wildcard to the rule); the shard of a per-class file
+    inside a shard folder follows from its class_id."""
+    if "{shard}" in PATHS[kind] and "class_id" in wildcards and "shard" not in wildcards:
+        wildcards["shard"] = shard_of(wildcards["class_id"])
     return PATHS[kind].format(**wildcards)
+
+
+def class_files(kind, classes=None, **wildcards):
+    """The per-class files of `kind` ("compare", "importance") for `classes` (default: every
+    analysed class), in that order: what a job reads from the shard folders it takes as input."""
+    return [path(kind, class_id=c, **wildcards) for c in (ANALYZE if classes is None else classes)]
+
+
+def shard_folders(kind, **wildcards):
+    """The shard folders of `kind` that hold the analysed classes (the inputs behind class_files)."""
+    return [path(f"{kind}_shard", shard=sh, **wildcards) for sh in ANALYZE_SHARDS]
 
 
 def dataset_input(wildcards=None):
@@ -224,16 +244,21 @@ def planted_pair():
 
 
 # ------------------------------------------------------------------ rule inputs
+def analysed_in_shard(wc):
+    """The analysed classes of the job's shard, in class order."""
+    return shard_classes(wc.shard, ANALYZE)
+
+
 def compare_inputs(wc):
     a, b = pair_models(wc.pair)
-    shard = shard_of(wc.class_id)
+    classes = analysed_in_shard(wc)
     return {
-        "concepts_a": path("concepts", model=a, class_id=wc.class_id),
-        "concepts_b": path("concepts", model=b, class_id=wc.class_id),
+        "concepts_a": [path("concepts", model=a, class_id=c) for c in classes],
+        "concepts_b": [path("concepts", model=b, class_id=c) for c in classes],
         "head_a": path("head", model=a),
         "head_b": path("head", model=b),
         "acts": [
-            path("activations", model=m, owner=o, split=split, shard=shard) for m, o, split in compare_acts_keys(wc)
+            path("activations", model=m, owner=o, split=split, shard=wc.shard) for m, o, split in compare_acts_keys(wc)
         ],
     }
 
@@ -246,7 +271,7 @@ def compare_acts_keys(wc):
 
 def importance_inputs(wc):
     return {
-        "concepts": path("concepts", model=wc.model, class_id=wc.class_id),
+        "concepts": [path("concepts", model=wc.model, class_id=c) for c in analysed_in_shard(wc)],
         "head": path("head", model=wc.model),
     }
 
@@ -254,9 +279,19 @@ def importance_inputs(wc):
 def pair_class_inputs(wc):
     a, b = pair_models(wc.pair)
     return {
-        "compare": [path("compare", pair=wc.pair, class_id=c) for c in ANALYZE],
-        "importance_a": [path("importance", model=a, class_id=c) for c in ANALYZE],
-        "importance_b": [path("importance", model=b, class_id=c) for c in ANALYZE],
+        "compare": shard_folders("compare", pair=wc.pair),
+        "importance_a": shard_folders("importance", model=a),
+        "importance_b": shard_folders("importance", model=b),
+    }
+
+
+def pair_class_files(wc):
+    """The per-class files inside pair_class_inputs' folders, one per analysed class, in class order."""
+    a, b = pair_models(wc.pair)
+    return {
+        "compare": class_files("compare", pair=wc.pair),
+        "importance_a": class_files("importance", model=a),
+        "importance_b": class_files("importance", model=b),
     }
 
 

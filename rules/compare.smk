@@ -1,26 +1,33 @@
-"""CPU, per (pair, class): NNLS on the shared set, layerwise MCS, lasso, replacement."""
+"""CPU, per (pair, class shard): NNLS on the shared set, layerwise MCS, lasso, replacement.
+
+One job per shard of extraction.shard_size classes, one file per class in its folder:
+a 1000-class pair is 20 jobs instead of 1000 (Snakemake's own cost is per job, and a
+10-model study would otherwise be 45,000 compare jobs); the job reads the shard's
+activation files, which are per shard anyway."""
 
 
 rule compare:
     input:
         unpack(compare_inputs),
     output:
-        PATHS["compare"],
+        directory(PATHS["compare_shard"]),
     log:
-        f"{OUT}/logs/compare/{{pair}}/{{class_id}}.log",
+        f"{OUT}/logs/compare/{{pair}}/shard{{shard}}.log",
     benchmark:
-        f"{OUT}/benchmarks/compare/{{pair}}/{{class_id}}.tsv"
+        f"{OUT}/benchmarks/compare/{{pair}}/shard{{shard}}.tsv"
     conda:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
         mem_mb=6000,
-        runtime=30,
+        runtime=240,
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         acts_keys=compare_acts_keys,
         splits={"pool": POOL_SPLIT, "heldout": HELDOUT_SPLIT},
-        class_index=lambda wc: CLASS_INDEX[wc.class_id],
+        classes=analysed_in_shard,
+        class_index=lambda wc: [CLASS_INDEX[c] for c in analysed_in_shard(wc)],
+        files=lambda wc: class_files("compare", analysed_in_shard(wc), pair=wc.pair),
         shared_images=config["concepts"]["shared_images"],
         min_images=config["concepts"]["min_images"],
         min_heldout_images=config["concepts"]["min_heldout_images"],

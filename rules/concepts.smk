@@ -1,4 +1,4 @@
-"""CPU, per (model, class): concepts at every layer, and concept importance."""
+"""CPU: concepts at every layer, per (model, class); concept importance, per (model, class shard)."""
 
 
 rule concepts:
@@ -33,19 +33,21 @@ rule importance:
     input:
         unpack(importance_inputs),
     output:
-        PATHS["importance"],
+        directory(PATHS["importance_shard"]),
     log:
-        f"{OUT}/logs/importance/{{model}}/{{class_id}}.log",
+        f"{OUT}/logs/importance/{{model}}/shard{{shard}}.log",
     benchmark:
-        f"{OUT}/benchmarks/importance/{{model}}/{{class_id}}.tsv"
+        f"{OUT}/benchmarks/importance/{{model}}/shard{{shard}}.tsv"
     conda:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=30,
     params:
         importance=importance_settings(),
-        class_index=lambda wc: CLASS_INDEX[wc.class_id],
+        classes=analysed_in_shard,
+        class_index=lambda wc: [CLASS_INDEX[c] for c in analysed_in_shard(wc)],
+        files=lambda wc: class_files("importance", analysed_in_shard(wc), model=wc.model),
     script:
         "../workflow_scripts/importance.py"

@@ -54,7 +54,7 @@ rule train_model:
 
 rule planted_concept:
     input:
-        compare=lambda wc: path("compare", pair=planted_pair(), class_id=ANALYZE[0]),
+        compare=lambda wc: path("compare_shard", pair=planted_pair(), shard=shard_of(ANALYZE[0])),
         data=dataset_input,
     output:
         report(
@@ -77,5 +77,6 @@ rule planted_concept:
         patch_size=DATASET["patch_size"],
         synthetic_image_size=SYN["image_size"],
         top_n=10,
+        compare=lambda wc: path("compare", pair=planted_pair(), class_id=ANALYZE[0]),
     script:
         "../workflow_scripts/planted_concept.py"

@@ -34,6 +34,14 @@ def run_snakemake(
     return proc
 
 
+def class_file(results: Path, kind: str, group: str, class_id: str) -> Path:
+    """A per-class file of a run: ``kind`` compare (group: the pair) or importance (group: the model),
+    found in whichever shard folder holds it (rules/common.smk, PATHS)."""
+    found = sorted(Path(results).glob(f"{kind}/{group}/shard*/{class_id}.h5"))
+    assert len(found) == 1, f"{kind} file of {group} / {class_id}: {found}"
+    return found[0]
+
+
 def grid_rows(n_img: int, P: int):
     """``rsvc.compare.RowSet`` of ``n_img`` images ``img00, img01, ...`` with ``P`` patches each, in grid order."""
     import numpy as np

@@ -90,9 +90,10 @@ def test_a_change_reruns_exactly_what_it_changes(schedules, key, value, expected
 def test_split_and_model_specific_changes_rerun_only_that_split_or_model(schedules, tiny_run):
     _, cfg = tiny_run
     n_classes = len(cfg["dataset"]["classes"])
+    n_shards = -(-n_classes // cfg["extraction"]["shard_size"])  # importance: one job per class shard
     n_models = len(cfg["models"])
     held = schedules["concepts.heldout_images"]
     assert held["image_sets"] == n_models, "only the held-out image sets (one per model)"
     assert held["activations"] == n_models * n_models, "only the held-out activations (model x owner)"
     ps_only = schedules["models.ps.decomposition"]
-    assert ps_only["concepts"] == n_classes and ps_only["importance"] == n_classes, "only ps's concepts"
+    assert ps_only["concepts"] == n_classes and ps_only["importance"] == n_shards, "only ps's concepts"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_snakemake, write_config
+from conftest import class_file, run_snakemake, write_config
 from reliability_runs import (
     BAD_FOLDERS,
     EMPTY_CLASS,
@@ -128,7 +128,7 @@ def test_class_guards_skip_and_report(reference):
         expect_skip = skip_model[(models[0], c)] or skip_model[(models[1], c)] or len(union(c, pool)) < min_images
         own = {m: (sets[(m, pool)]["class_id"] == c).sum() for m in models}
         expect_note = not expect_skip and (min(own.values()) < min_images or len(union(c, held)) < min_held)
-        status = read_compare_status(out / f"compare/{pair}/{c}.h5")
+        status = read_compare_status(class_file(out, "compare", pair, c))
         assert status.skipped == expect_skip and bool(status.note) == expect_note, c
         rows = summary[(summary["stage"] == "compare") & (summary["class_id"] == c)]
         assert len(rows) == int(expect_skip or expect_note) and (rows["reason"].str.len() > 0).all()

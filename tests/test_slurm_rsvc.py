@@ -51,7 +51,7 @@ RULES = {
     "summary",
     "planted_concept",
 }
-GROUPED = {"concepts", "importance", "compare"}  # group "analysis": one sbatch for the lot
+GROUPED = {"concepts"}  # group "analysis": one sbatch for several classes (profiles/slurm)
 
 
 def reduced_config() -> dict:

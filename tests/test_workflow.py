@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import dry_run_jobs
+from conftest import class_file, dry_run_jobs
 from scipy import stats
 
 from rsvc.formats import is_skipped, read_concept_views, read_layerwise, read_mmcs, read_prediction
@@ -25,7 +25,7 @@ def test_outputs_and_table_shape(tiny_run):
     n_classes = table["class_id"].nunique()
     compared = set()
     for cid in cfg["dataset"]["classes"]:
-        if not is_skipped(out / f"compare/ps-vs-nc/{cid}.h5")[0]:
+        if not is_skipped(class_file(out, "compare", "ps-vs-nc", cid))[0]:
             compared.add(cid)
     assert set(table["class_id"]) == compared
     # the tiny models are trained enough to compare several classes (each predicts >= 21 pool
@@ -52,7 +52,7 @@ def test_table_matches_recomputation_from_stored_arrays(tiny_run):
     table = pd.read_csv(out / "pairs/ps-vs-nc/concepts.csv", dtype={"class_id": str})
     checked = 0
     for cid, rows in table.groupby("class_id"):
-        path = out / f"compare/ps-vs-nc/{cid}.h5"
+        path = class_file(out, "compare", "ps-vs-nc", cid)
         for r in rows.itertuples():
             cross = read_concept_views(path, r.source, r.target, r.concept)
             real, pred = cross["real"], cross["pred"]
@@ -72,7 +72,7 @@ def test_layerwise_matrix_is_mean_of_class_matrices(tiny_run):
     workdir, _ = tiny_run
     out = workdir / "results"
     mats = []
-    for path in sorted((out / "compare/ps-vs-nc").glob("*.h5")):
+    for path in sorted((out / "compare/ps-vs-nc").glob("shard*/*.h5")):
         found = read_mmcs(path, "pearson")
         if found is not None:
             mats.append(found[0])

@@ -12,11 +12,11 @@ log = setup_logging(snakemake.log[0])
 p = snakemake.params
 pair = snakemake.wildcards.pair
 a, b = p.models
-inp = snakemake.input
+files = p.files  # the per-class files inside the input folders, in class order
 
 frames = [
     concept_rows(cf, {a: ia, b: ib}, pair, p.class_names.get(cid, cid), p.similarity_threshold)
-    for cid, cf, ia, ib in zip(p.classes, inp.compare, inp.importance_a, inp.importance_b)
+    for cid, cf, ia, ib in zip(p.classes, files["compare"], files["importance_a"], files["importance_b"])
 ]
 frames = [f for f in frames if len(f)]
 table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CONCEPT_COLUMNS)
@@ -27,7 +27,7 @@ log.info("%d concept rows from %d of %d classes", len(table), n_classes, len(p.c
 mean, count, intervals = {}, {}, {}
 unc = p.uncertainty
 for metric in ("pearson", "spearman"):
-    matrices, *layers = layerwise_matrices(inp.compare, metric)  # each compare file read once per metric
+    matrices, *layers = layerwise_matrices(files["compare"], metric)  # each compare file read once per metric
     mean[metric], count[metric], layers_a, layers_b = layerwise_summary(matrices, *layers)
     if unc["bootstrap"] and matrices:
         intervals[metric] = class_bootstrap_interval(matrices, unc["bootstrap"], p.seed, unc["level"])

@@ -1,4 +1,6 @@
-"""RSVC for one model pair and one class (all layer pairs, regression, replacement)."""
+"""RSVC for one model pair and the analysed classes of one shard (all layer pairs, regression, replacement)."""
+
+from pathlib import Path
 
 from rsvc.formats import Skipped, write_compare
 from rsvc.jobs import compare_job
@@ -20,22 +22,32 @@ settings = {
     "gallery_n": p.gallery_n,
     "uncertainty": p.uncertainty,
     "importance": p.importance,
-    "class_index": p.class_index,
     "seed": p.seed,
 }
-attrs = {"pair": w.pair, "models": list(models), "class_id": w.class_id, "class_index": p.class_index, **settings}
-data, job_attrs = compare_job(
-    models,
-    w.class_id,
-    activations={tuple(key): path for key, path in zip(p.acts_keys, inp.acts)},
-    concepts=dict(zip(models, (inp.concepts_a, inp.concepts_b))),
-    heads=dict(zip(models, (inp.head_a, inp.head_b))),
-    **settings,
-)
-if isinstance(data, Skipped):
-    log.warning("skipping %s / %s: %s", w.pair, w.class_id, data.reason)
-else:
-    log.info("shared: %d images; held-out: %d images", job_attrs["n_shared_images"], job_attrs["n_heldout_images"])
-    if job_attrs["note"]:
-        log.warning("%s / %s: %s", w.pair, w.class_id, job_attrs["note"])
-write_compare(snakemake.output[0], data, {**attrs, **job_attrs})
+activations = {tuple(key): path for key, path in zip(p.acts_keys, inp.acts, strict=True)}
+heads = dict(zip(models, (inp.head_a, inp.head_b)))
+Path(snakemake.output[0]).mkdir(parents=True, exist_ok=True)
+per_class = zip(p.classes, p.class_index, inp.concepts_a, inp.concepts_b, p.files, strict=True)
+for class_id, class_index, concepts_a, concepts_b, out in per_class:
+    data, job_attrs = compare_job(
+        models,
+        class_id,
+        activations=activations,
+        concepts=dict(zip(models, (concepts_a, concepts_b))),
+        heads=heads,
+        class_index=class_index,
+        **settings,
+    )
+    if isinstance(data, Skipped):
+        log.warning("skipping %s / %s: %s", w.pair, class_id, data.reason)
+    else:
+        log.info(
+            "%s: shared %d images, held-out %d images",
+            class_id,
+            job_attrs["n_shared_images"],
+            job_attrs["n_heldout_images"],
+        )
+        if job_attrs["note"]:
+            log.warning("%s / %s: %s", w.pair, class_id, job_attrs["note"])
+    attrs = {"pair": w.pair, "models": list(models), "class_id": class_id, "class_index": class_index, **settings}
+    write_compare(out, data, {**attrs, **job_attrs})

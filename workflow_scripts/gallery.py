@@ -12,7 +12,7 @@ log = setup_logging(snakemake.log[0])
 p = snakemake.params
 models = tuple(p.models)
 table = pd.read_csv(snakemake.input.table, dtype={"class_id": str})
-compare_of = dict(zip(p.classes, snakemake.input.compare, strict=True))
+compare_of = dict(zip(p.classes, p.compare, strict=True))  # files in the input folders
 boxes = patch_boxes(p.pixels["image_size"], p.pixels["patch_size"])
 
 for name, out in zip(p.names, snakemake.output, strict=True):

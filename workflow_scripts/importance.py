@@ -1,4 +1,7 @@
-"""Concept importance: concept integrated gradients at pre_logits for the class output."""
+"""Concept importance of the analysed classes of one shard: concept integrated gradients at pre_logits
+for each class's output."""
+
+from pathlib import Path
 
 from rsvc.formats import Skipped, write_importance
 from rsvc.jobs import importance_job
@@ -8,11 +11,15 @@ log = setup_logging(snakemake.log[0])
 limit_threads(snakemake.threads)
 p = snakemake.params
 w = snakemake.wildcards
-attrs = {"model": w.model, "class_id": w.class_id, "class_index": p.class_index, **p.importance}
-result = importance_job(snakemake.input.concepts, snakemake.input.head, p.class_index, **p.importance)
-if isinstance(result, Skipped):
-    log.warning("skipping %s / %s: %s", w.model, w.class_id, result.reason)
-    write_importance(snakemake.output[0], result, None, attrs)
-else:
-    log.info("importance: %s", result[0])
-    write_importance(snakemake.output[0], *result, attrs)
+Path(snakemake.output[0]).mkdir(parents=True, exist_ok=True)
+for class_id, class_index, concepts, out in zip(
+    p.classes, p.class_index, snakemake.input.concepts, p.files, strict=True
+):
+    attrs = {"model": w.model, "class_id": class_id, "class_index": class_index, **p.importance}
+    result = importance_job(concepts, snakemake.input.head, class_index, **p.importance)
+    if isinstance(result, Skipped):
+        log.warning("skipping %s / %s: %s", w.model, class_id, result.reason)
+        write_importance(out, result, None, attrs)
+    else:
+        log.info("%s importance: %s", class_id, result[0])
+        write_importance(out, *result, attrs)

@@ -11,7 +11,7 @@ from rsvc.synthetic import read_metadata
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
 table = planted_table(
-    snakemake.input.compare,
+    p.compare,  # class 0's file in the input folder
     read_metadata(snakemake.input.data),
     p.ps,
     p.nc,
