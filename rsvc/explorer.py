@@ -305,18 +305,18 @@ def build_explorer(
 
 
 def launcher_html(site: str | Path, pair: str) -> str:
-    """A small page that points to the explorer of ``pair`` at ``site`` (for the Snakemake report, which
-    embeds files as data URIs, where a relative link cannot reach the folder): its absolute
-    ``file://`` address and the path relative to the outdir."""
+    """A small page that points to the explorer of ``pair`` in the folder ``site`` (as the workflow names it,
+    e.g. ``results/explorer/<pair>``): the Snakemake report embeds files as data URIs and cannot hold a
+    folder, so this page, next to the folder, links to it relatively and names its path. No absolute path:
+    the results stay the same wherever the run is."""
     site = Path(site)
-    uri = (site.resolve() / "index.html").as_uri()
     return (
         "<!doctype html><meta charset='utf-8'><title>RSVC explorer " + pair + "</title>"
         "<body style='font:15px system-ui,sans-serif;margin:2em'>"
         f"<h2>Concept explorer of {pair}</h2>"
-        f"<p>Open <a href='{site.name}/index.html' target='_blank'>{site.name}/index.html</a> "
-        f"(next to this file) or <a href='{uri}' target='_blank'><code>{uri}</code></a> in a browser: "
-        "every class and every concept of the pair, with its patches; no server or network needed.</p>"
-        "<p>From this report, copy the address into the address bar (browsers do not open local files from a "
-        "report page).</p></body>\n"
+        f"<p>Open <a href='{site.name}/index.html' target='_blank'><code>{site.as_posix()}/index.html</code></a> "
+        "in a browser (relative to the workflow's working directory): every class and every concept of the pair, "
+        "with its patches; no server or network needed.</p>"
+        "<p>From the report, open that file directly (browsers do not follow a report page's links to local "
+        "files).</p></body>\n"
     )
