@@ -42,7 +42,10 @@ def run(tmp_path_factory, request):
     if not config.exists():  # a `make demo` checkout
         config = workdir / "config.yaml"
     target = f"results/explorer/{PAIR}.html"
-    run_snakemake(target, "--cores", "2", "--configfile", str(config), cwd=workdir, timeout=600)
+    # built again with this checkout's code (a reused run may hold an older site)
+    run_snakemake(
+        target, "--forcerun", "explorer", "--cores", "2", "--configfile", str(config), cwd=workdir, timeout=600
+    )
     return workdir, yaml.safe_load(config.read_text())
 
 
