@@ -29,6 +29,13 @@ pytestmark = pytest.mark.workflow
 PAIR = "ps-vs-nc"
 MODELS = ("ps", "nc")
 DIRECTIONS = ("nc->ps", "ps->nc")  # d0, d1 of the index: the concepts of a, then of b
+# the tidy-table columns a concept card shows
+CONCEPT_NUMBERS = {
+    *("cmcs_pearson", "cmcs_pearson_ci_low", "cmcs_pearson_ci_high", "smcs_pearson", "smcs_pearson_ci_low"),
+    *("smcs_pearson_ci_high", "cmcs_spearman", "smcs_spearman", "cv_cmcs_pearson", "mcs_pearson"),
+    *("mcs_pearson_ci_low", "mcs_pearson_ci_high", "mcs_p_value", "importance", "l2", "kl", "match_acc"),
+    *("delta_pearson", "stability_self_mcs"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +181,7 @@ def test_class_pages_show_every_concept_with_its_patches_and_numbers(run, table,
     workdir, cfg = run
     open_index(browser, workdir)
     k = cfg["concepts"]["k"]
-    number_columns = [c for c in table.columns if c in _CONCEPT_NUMBERS]
+    number_columns = sorted(CONCEPT_NUMBERS)
     for n, (cid, rows) in enumerate(table.groupby("class_id", sort=False)):
         browser.js(f"location.hash = {json.dumps('#' + cid)}")
         browser.wait_for(f"document.querySelectorAll('article.concept').length === {2 * k}")
@@ -203,14 +210,6 @@ def test_class_pages_show_every_concept_with_its_patches_and_numbers(run, table,
     assert browser.errors() == []
 
 
-_CONCEPT_NUMBERS = {
-    *("cmcs_pearson", "cmcs_pearson_ci_low", "cmcs_pearson_ci_high", "smcs_pearson", "smcs_pearson_ci_low"),
-    *("smcs_pearson_ci_high", "cmcs_spearman", "smcs_spearman", "cv_cmcs_pearson", "mcs_pearson"),
-    *("mcs_pearson_ci_low", "mcs_pearson_ci_high", "mcs_p_value", "importance", "l2", "kl", "match_acc"),
-    *("delta_pearson", "stability_self_mcs"),
-}
-
-
 def test_a_concept_url_opens_that_concept_and_keys_move(run, table, browser):
     workdir, cfg = run
     cid = table["class_id"].iloc[-1]
@@ -228,8 +227,11 @@ def test_a_concept_url_opens_that_concept_and_keys_move(run, table, browser):
     assert browser.errors() == []
 
 
-def test_skipped_classes_are_listed_with_their_reason(run, table, browser, tmp_path):
-    """A copy of the run with one class marked skipped, rebuilt with the library: listed, not analysed."""
+def test_skipped_and_partial_classes(run, table, browser, tmp_path):
+    """A copy of the run with one class marked skipped and one without held-out views (too few held-out
+    images), rebuilt with the library: the first listed with its reason, the second opens without patches."""
+    import h5py
+
     from rsvc.explorer import build_explorer
     from rsvc.formats import read_concept_table
     from rsvc.patches import patch_boxes
@@ -237,32 +239,36 @@ def test_skipped_classes_are_listed_with_their_reason(run, table, browser, tmp_p
     workdir, cfg = run
     classes = cfg["dataset"]["classes"]
     compare = {c: workdir / f"results/compare/{PAIR}/{c}.h5" for c in classes}
-    gone = classes[0]
+    gone, partial = classes[0], classes[1]
     compare[gone] = tmp_path / "skipped.h5"
-    write_compare(
-        compare[gone],
-        Skipped("1 image predicted (min_images = 5)"),
-        {"pair": PAIR, "class_id": gone, "models": list(MODELS)},
-    )
+    attrs = {"pair": PAIR, "class_id": gone, "models": list(MODELS)}
+    write_compare(compare[gone], Skipped("1 image predicted (min_images = 5)"), attrs)
+    compare[partial] = tmp_path / "partial.h5"
+    shutil.copyfile(workdir / f"results/compare/{PAIR}/{partial}.h5", compare[partial])
+    with h5py.File(compare[partial], "r+") as f:  # what compare writes for a held-out set below the minimum
+        for d in DIRECTIONS:
+            f[f"views/{d}"][...] = -1
+        f.attrs["note"] = "3 held-out images < concepts.min_heldout_images=4"
     tidy = read_concept_table(workdir / f"results/pairs/{PAIR}/concepts.csv")
     tidy = tidy[tidy["class_id"] != gone]
     ds = cfg["dataset"]
     site = tmp_path / "results/explorer" / PAIR
-    build_explorer(
-        site,
-        tidy,
-        compare,
-        {},
-        MODELS,
-        workdir / ds["root"],
-        patch_boxes(ds["image_size"], ds["patch_size"]),
-        ds["image_size"],
-    )
+    boxes = patch_boxes(ds["image_size"], ds["patch_size"])
+    build_explorer(site, tidy, compare, {}, MODELS, workdir / ds["root"], boxes, ds["image_size"])
+    assert not (site / "sprites/c0001.webp").exists()
+
     open_index(browser, tmp_path)
     assert [r["id"] for r in browser.js(ROWS_JS)] == classes[1:]
     assert browser.js("[...document.querySelectorAll('#skipped tr[data-id]')].map(tr => tr.innerText)") == [
         f"{gone} {gone}\t1 image predicted (min_images = 5)"
     ]
+    assert browser.js(f"document.querySelector('#rows tr[data-id={json.dumps(partial)}] .badge').title").startswith(
+        "3 held-out images"
+    )
     browser.js(f"location.hash = {json.dumps('#' + gone)}")
     browser.wait_for("document.body.innerText.includes('Skipped: 1 image predicted')")
+    browser.js(f"location.hash = {json.dumps('#' + partial)}")
+    browser.wait_for(f"document.querySelectorAll('article.concept').length === {2 * cfg['concepts']['k']}")
+    assert browser.js("document.images.length") == 0
+    assert browser.js("document.body.innerText.includes('No patches')")
     assert browser.errors() == []
