@@ -292,6 +292,8 @@ def time_explorer_pages(site: Path, repeats: int = 3) -> dict:
 def measure_explorer(results: Path) -> dict:
     """Per pair: the explorer's build (its benchmark file), size on disk and opening times in Chromium."""
     out = {}
+    if not (results / "explorer").is_dir():  # a run of a workflow version without the explorer
+        return out
     for site in sorted(p for p in (results / "explorer").iterdir() if p.is_dir()):
         bench = results / "benchmarks" / "explorer" / f"{site.name}.tsv"
         size, files = _folder_bytes(site)
@@ -407,7 +409,7 @@ def report_text(runs: list[dict], startup: dict) -> str:
         late = {k: r["rules"][k] for k in LATE_RULES if k in r["rules"]}
         late_wall = sum(v["wall_total_s"] for v in late.values()) + r["report"]["wall_s"]
         lines.append(
-            f"aggregate_pair + gallery + summary + report: {late_wall:.0f} s wall; report "
+            f"aggregate_pair + gallery + explorer + summary + report: {late_wall:.0f} s wall; report "
             f"{r['report']['wall_s']:.0f} s, peak {r['report']['own_peak_mb']:.0f} MB, "
             f"{r['report']['bytes'] / 2**20:.1f} MiB"
         )
