@@ -48,6 +48,7 @@ include: "rules/activations.smk"
 include: "rules/concepts.smk"
 include: "rules/compare.smk"
 include: "rules/aggregate.smk"
+include: "rules/explorer.smk"
 
 
 rule all:

@@ -11,13 +11,22 @@ Snakemake report. It prints, per N:
 - per rule: jobs, median and maximum wall and CPU per job (the rules' benchmark files), and the
   start-up of the rule's script (its imports in a fresh interpreter, measured separately);
 - Snakemake's own CPU time and peak memory (the main process, sampled every 0.2 s);
-- wall time and peak memory of aggregate_pair, gallery, summary and the report, and the report's size;
+- wall time and peak memory of aggregate_pair, gallery, explorer, summary and the report, and the report's size;
+- the concept explorer: its build wall (its benchmark file), its size on disk, and how long headless
+  Chromium takes to open its index (until the table of every class is rendered) and a class page;
 - with two or more N: the exponent b of cost ~ N^b for each of these (least squares in log-log).
 
     python benchmarks/scale_rehearsal.py                      # N = 50 and 200
     python benchmarks/scale_rehearsal.py --classes 1000 --out results/rehearsal_1000.json
 
 Everything is written under --workdir (default /tmp/rsvc_rehearsal); nothing is downloaded.
+
+The explorer of a finished rehearsal (e.g. one run with an older version of the workflow) is measured
+alone with ``--measure-explorer <rehearsal folder>`` (the folder holding rehearsal.yaml and results/):
+it builds the explorer there first when it is missing (``snakemake <explorer outputs> --rerun-triggers
+mtime``: nothing else is rerun), then measures it, e.g.
+
+    python benchmarks/scale_rehearsal.py --measure-explorer /tmp/reh/n1000
 """
 
 from __future__ import annotations
@@ -59,7 +68,7 @@ MODELS = {
         "layers": "blocks",
     },
 }
-LATE_RULES = ("aggregate_pair", "gallery", "summary")
+LATE_RULES = ("aggregate_pair", "gallery", "explorer", "summary")
 
 
 # ---------------------------------------------------------------- data
@@ -232,6 +241,102 @@ def script_startup(repeats: int = 3) -> dict[str, dict]:
     return out
 
 
+def _folder_bytes(folder: Path) -> tuple[int, int]:
+    """(bytes, files) of every file under ``folder``."""
+    sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file()]
+    return sum(sizes), len(sizes)
+
+
+def time_explorer_pages(site: Path, repeats: int = 3) -> dict:
+    """Seconds headless Chromium needs to open the explorer's index until its table of every class is
+    rendered (median of ``repeats`` fresh loads: wall from navigation, and the page's own
+    ``performance.now()`` when the table was done), and to open the first class page with its patches."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import tempfile
+
+    from chromium import Chromium, find_chromium
+
+    url = (site / "index.html").as_uri()
+    with tempfile.TemporaryDirectory() as profile:
+        browser = Chromium(find_chromium(install=False), Path(profile))
+        try:
+            walls, in_page = [], []
+            for _ in range(repeats):
+                browser.call("Page.navigate", session=True, url="about:blank")
+                t0 = time.perf_counter()
+                browser.call("Page.navigate", session=True, url=url)
+                browser.wait_for("window.RSVC_READY !== undefined", timeout=120)
+                walls.append(time.perf_counter() - t0)
+                in_page.append(browser.js("window.RSVC_READY") / 1000)
+            rows = browser.js("document.querySelectorAll('#rows tr').length")
+            first = browser.js("RSVC_INDEX.classes.find(c => c.status !== 'skipped').id")
+            t0 = time.perf_counter()
+            browser.js(f"location.hash = {json.dumps('#' + first)}")
+            browser.wait_for(
+                "document.querySelectorAll('article.concept').length > 0 && [...document.images].every(x => x.complete)",
+                timeout=120,
+            )
+            class_s = time.perf_counter() - t0
+            errors = browser.errors()
+        finally:
+            browser.close()
+    return {
+        "index_open_s": statistics.median(walls),
+        "index_open_in_page_s": statistics.median(in_page),
+        "index_rows": rows,
+        "class_page_s": class_s,
+        "console_errors": errors,
+    }
+
+
+def measure_explorer(results: Path) -> dict:
+    """Per pair: the explorer's build (its benchmark file), size on disk and opening times in Chromium."""
+    out = {}
+    if not (results / "explorer").is_dir():  # a run of a workflow version without the explorer
+        return out
+    for site in sorted(p for p in (results / "explorer").iterdir() if p.is_dir()):
+        bench = results / "benchmarks" / "explorer" / f"{site.name}.tsv"
+        size, files = _folder_bytes(site)
+        sprites, _ = _folder_bytes(site / "sprites")
+        entry = {"bytes": size, "files": files, "sprite_bytes": sprites}
+        if bench.exists():
+            entry["build"] = _stats(__import__("pandas").read_csv(bench, sep="\t"))
+        entry.update(time_explorer_pages(site))
+        out[site.name] = entry
+    return out
+
+
+def explorer_text(explorer: dict) -> list[str]:
+    lines = []
+    for pair, e in explorer.items():
+        build = e.get("build", {})
+        lines.append(
+            f"explorer {pair}: built in {build.get('wall_median_s', math.nan):.0f} s wall "
+            f"({build.get('cpu_median_s', math.nan):.0f} s CPU, {build.get('max_rss_mb', math.nan):.0f} MB); "
+            f"{e['bytes'] / 1e6:.1f} MB in {e['files']} files (sprites {e['sprite_bytes'] / 1e6:.1f} MB); "
+            f"index opens in {e['index_open_s']:.2f} s ({e['index_rows']} rows; table rendered at "
+            f"{e['index_open_in_page_s']:.2f} s in the page), a class page in {e['class_page_s']:.2f} s; "
+            f"console errors: {len(e['console_errors'])}"
+        )
+    return lines
+
+
+def build_and_measure_explorer(workdir: Path, cores: int) -> dict:
+    """The explorer of a finished rehearsal in ``workdir``: built when missing (nothing else rerun), then measured."""
+    config = workdir / "rehearsal.yaml"
+    results = workdir / "results"
+    cfg = yaml.safe_load(config.read_text())
+    pairs = ["-vs-".join(p) for p in cfg["pairs"]]
+    missing = [p for p in pairs if not (results / "explorer" / p / "index.html").exists()]
+    if missing:
+        targets = [f"results/explorer/{p}.html" for p in missing]
+        cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *targets]
+        cmd += ["--configfile", str(config), "--cores", str(cores), "--rerun-triggers", "mtime"]
+        run = run_measured(cmd, workdir, workdir / "explorer_build.log")
+        print(f"built the explorer of {missing}: {run['wall_s']:.0f} s wall (Snakemake included)", flush=True)
+    return measure_explorer(results)
+
+
 def rehearse(n_classes: int, workdir: Path, cores: int) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -265,6 +370,7 @@ def rehearse(n_classes: int, workdir: Path, cores: int) -> dict:
         "snakemake_cpu_share": run["own_cpu_s"] / max(run["cpu_s"] - run["own_cpu_s"], 1e-9),
         "summary_rows": {s: int((summary["stage"] == s).sum()) for s in summary["stage"].unique()},
         "nothing_left": "Nothing to be done" in left.stdout + left.stderr,
+        "explorer": measure_explorer(results),
     }
 
 
@@ -303,10 +409,11 @@ def report_text(runs: list[dict], startup: dict) -> str:
         late = {k: r["rules"][k] for k in LATE_RULES if k in r["rules"]}
         late_wall = sum(v["wall_total_s"] for v in late.values()) + r["report"]["wall_s"]
         lines.append(
-            f"aggregate_pair + gallery + summary + report: {late_wall:.0f} s wall; report "
+            f"aggregate_pair + gallery + explorer + summary + report: {late_wall:.0f} s wall; report "
             f"{r['report']['wall_s']:.0f} s, peak {r['report']['own_peak_mb']:.0f} MB, "
             f"{r['report']['bytes'] / 2**20:.1f} MiB"
         )
+        lines += explorer_text(r.get("explorer", {}))
         lines.append(f"run summary rows by stage: {r['summary_rows']}; nothing left to do: {r['nothing_left']}")
     if len(runs) >= 2:
         ns = [r["classes"] for r in runs]
@@ -323,6 +430,11 @@ def report_text(runs: list[dict], startup: dict) -> str:
         for rule in LATE_RULES:
             series[f"{rule} wall"] = [r["rules"].get(rule, {}).get("wall_total_s", math.nan) for r in runs]
             series[f"{rule} RSS"] = [r["rules"].get(rule, {}).get("max_rss_mb", math.nan) for r in runs]
+        for pair in runs[0].get("explorer", {}):
+            series[f"explorer size {pair}"] = [r["explorer"].get(pair, {}).get("bytes", math.nan) for r in runs]
+            series[f"explorer index open {pair}"] = [
+                r["explorer"].get(pair, {}).get("index_open_s", math.nan) for r in runs
+            ]
         for name, values in series.items():
             lines.append(f"{name:24s} {exponent(ns, values):5.2f}   ({', '.join(f'{v:.3g}' for v in values)})")
     lines.append(
@@ -338,7 +450,20 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rsvc_rehearsal"))
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    ap.add_argument(
+        "--measure-explorer",
+        type=Path,
+        metavar="REHEARSAL_DIR",
+        help="only build (if missing) and measure the explorer of a finished rehearsal folder (rehearsal.yaml, results/)",
+    )
     args = ap.parse_args()
+    if args.measure_explorer:
+        explorer = build_and_measure_explorer(args.measure_explorer, args.cores)
+        print("\n".join(explorer_text(explorer)))
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"explorer": explorer}, indent=2))
+        return
     startup = script_startup()
     runs = []
     for n in args.classes:

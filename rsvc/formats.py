@@ -18,6 +18,7 @@ compare         :func:`write_compare`                 :func:`read_compare_metric
                                                       :func:`read_heldout`, :func:`read_concept_views`,
                                                       :func:`read_compare_status`
 layerwise MMCS  :func:`write_layerwise`               :func:`read_layerwise`
+concept table   :func:`rsvc.io.write_table` (CSV)     :func:`read_concept_table`
 skip marker     :func:`write_skipped` (any per-class  :func:`is_skipped`
                 file)
 ==============  ====================================  ===========================================
@@ -539,15 +540,17 @@ def read_prediction(path: PathLike, source: str, target: str) -> np.ndarray:
         return f[f"regression/{direction(source, target)}/pred"][()]
 
 
-def read_concept_views(path: PathLike, source: str, target: str, concept: int) -> dict[str, Any]:
+def read_concept_views(path: PathLike, source: str, target: str, concept: int | None = None) -> dict[str, Any]:
     """What a gallery of one concept needs: ``views (3, n)`` held-out rows (top real, over, under; -1 = none),
-    the target's real and the source's predicted coefficient per held-out row ``(m,)``, and the rows."""
+    the target's real and the source's predicted coefficient per held-out row ``(m,)``, and the rows.
+    ``concept=None``: every concept of the target at once, ``views (k, 3, n)``, ``real`` and ``pred (m, k)``."""
     d = direction(source, target)
+    pick = slice(None) if concept is None else concept
     with _open(path) as f:
         return {
-            "views": f[f"views/{d}"][concept],
-            "real": f[f"heldout/U/{target}"][:, concept],
-            "pred": f[f"regression/{d}/pred"][:, concept],
+            "views": f[f"views/{d}"][pick],
+            "real": f[f"heldout/U/{target}"][:, pick],
+            "pred": f[f"regression/{d}/pred"][:, pick],
             "image_ids": read_strings(f["heldout/image_ids"]),
             "patch_image": f["heldout/patch_image"][()],
             "patch_index": f["heldout/patch_index"][()],
@@ -588,3 +591,15 @@ def read_layerwise(path: PathLike, method: str) -> tuple[np.ndarray, np.ndarray,
             list(read_strings(f[f"layers/{a}"])),
             list(read_strings(f[f"layers/{b}"])),
         )
+
+
+# ---------------------------------------------------------------- tidy concept table (CSV, per pair)
+def read_concept_table(path: PathLike) -> pd.DataFrame:
+    """A pair's tidy concept table (``rsvc.tables.CONCEPT_COLUMNS``, one row per class, direction and
+    concept), as written by the aggregate_pair job; ids and names as ``str``, numbers as float64
+    (NaN for empty cells; only empty cells: a class named "NA" stays a name)."""
+    text = {"pair": str, "model_a": str, "model_b": str, "class_id": str, "class_name": str, "note": str}
+    table = _pd().read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
+    for column in set(text) & set(table.columns):
+        table[column] = table[column].fillna("")
+    return table

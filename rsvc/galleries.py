@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,23 @@ def patch_pixels(image_root: str | Path, image_id: str, box: np.ndarray, image_s
 
     x0, y0, x1, y1 = (int(v) for v in box)
     return canonical_uint8(load_rgb(Path(image_root) / image_id), image_size)[y0:y1, x0:x1].copy()
+
+
+def canonical_patches(
+    image_root: str | Path, rows: Sequence[tuple[str, int]], boxes: np.ndarray, image_size: int
+) -> list[np.ndarray]:
+    """The patches ``[(image_id, grid index), ...]`` as ``[(h, w, 3) uint8, ...]`` (:func:`patch_pixels`),
+    each image decoded once however many of its patches are asked for."""
+    from rsvc.images import canonical_uint8, load_rgb
+
+    images: dict[str, np.ndarray] = {}
+    out = []
+    for image_id, index in rows:
+        if image_id not in images:
+            images[image_id] = canonical_uint8(load_rgb(Path(image_root) / image_id), image_size)
+        x0, y0, x1, y1 = (int(v) for v in boxes[index])
+        out.append(images[image_id][y0:y1, x0:x1].copy())
+    return out
 
 
 def concept_gallery(

@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch  # imported on use: the explorer and galleries cut patches without torch
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
 
@@ -90,6 +92,8 @@ def canonical_uint8(img: PIL.Image.Image, image_size: int) -> np.ndarray:
 
 def canonical_image(img: PIL.Image.Image, image_size: int) -> torch.Tensor:
     """The canonical square: ``(3, S, S)`` float32 in ``[0, 1]``, ``S = image_size``."""
+    import torch
+
     return torch.from_numpy(canonical_uint8(img, image_size).copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -102,6 +106,9 @@ def to_model_input(
     input_size: ``(3, H, W)`` or ``(H, W)`` from the model's data config.
     Returns ``(N, 3, H, W)`` float32 ``(x - mean) / std``.
     """
+    import torch
+    import torch.nn.functional as F
+
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     size = tuple(int(s) for s in input_size[-2:])
     if tuple(x.shape[-2:]) != size:

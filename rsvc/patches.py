@@ -9,10 +9,14 @@ canonical image, never on the model.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from rsvc.specs import patch_stride
+
+if TYPE_CHECKING:
+    import torch  # only extract_patches takes tensors; patch_boxes is torch-free
 
 
 def _starts(image_size: int, patch_size: int, stride: int) -> np.ndarray:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsvc.formats import OK, read_compare_status, read_image_set_counts, read_predictions, read_skipped_images
+from rsvc.formats import (
+    OK,
+    read_compare_status,
+    read_concept_table,
+    read_image_set_counts,
+    read_predictions,
+    read_skipped_images,
+)
 from rsvc.tables import CONCEPT_COLUMNS
 
 STATUS_COLUMNS = ["stage", "what", "split", "class_id", "status", "reason"]
@@ -23,7 +30,7 @@ PAIR_COLUMNS = (
 
 def concept_table(tables: Sequence[str | Path]) -> pd.DataFrame:
     """The tidy concept tables of several pairs, concatenated."""
-    frames = [t for t in (pd.read_csv(p, dtype={"class_id": str}) for p in tables) if len(t)]
+    frames = [t for t in (read_concept_table(p) for p in tables) if len(t)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CONCEPT_COLUMNS)
 
 

@@ -118,6 +118,8 @@ PATHS = {
     "pair_layerwise": f"{OUT}/pairs/{{pair}}/layerwise_mmcs.h5",
     "pair_figure": f"{OUT}/pairs/{{pair}}/{{figure}}.png",
     "gallery": f"{OUT}/pairs/{{pair}}/galleries/{{gallery}}.png",
+    "explorer": f"{OUT}/explorer/{{pair}}",
+    "explorer_link": f"{OUT}/explorer/{{pair}}.html",
     "run_summary": f"{OUT}/summary/run_summary.tsv",
     "pairs_summary": f"{OUT}/summary/pairs.csv",
     "skipped_images": f"{OUT}/summary/skipped_images.tsv",
@@ -333,6 +335,7 @@ REPORT_LABELS = {
     "replacement_b_to_a": ("replacement test", "{b} → {a}"),
     "replacement_a_to_b": ("replacement test", "{a} → {b}"),
     "mcs_cmcs": ("MCS vs CMCS", "{a} ↔ {b}"),
+    "explorer": ("concept explorer (every class and concept)", "{a} ↔ {b}"),
 }
 
 
@@ -360,6 +363,7 @@ def all_outputs():
         outs.append(path("pair_table", pair=pair))
         outs += [path("pair_figure", pair=pair, figure=name) for name in PAIR_FIGURES]
         outs += [path("gallery", pair=pair, gallery=name) for name in GALLERIES]
+        outs += [path("explorer", pair=pair), path("explorer_link", pair=pair)]
     if "synthetic" in config:
         outs.append(path("planted"))
     return outs

@@ -154,6 +154,20 @@ def reference(tmp_path_factory):
     return workdir, cfg, files
 
 
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium (``tests/chromium.py``), installed with apt-get if missing; skips when impossible."""
+    from chromium import Chromium, NoChromium, find_chromium
+
+    try:
+        binary = find_chromium()
+    except NoChromium as exc:
+        pytest.skip(str(exc))
+    chromium = Chromium(binary, tmp_path_factory.mktemp("chromium_profile"))
+    yield chromium
+    chromium.close()
+
+
 # ------------------------------------------------------------------ measurements
 # Numbers a test measures but must not assert (they depend on the processor, e.g. how
 # often NMF lands in another optimum): printed at the end of the run, under "measurements".

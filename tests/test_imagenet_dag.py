@@ -82,6 +82,7 @@ def expected_jobs(cfg: dict, n_classes: int, analyzed: int, analyzed_shards: int
         "compare": p * analyzed_shards,
         "aggregate_pair": p,
         "gallery": p,
+        "explorer": p,
         "summary": 1,
         "all": 1,
     }

@@ -12,7 +12,7 @@ from conftest import dry_run_jobs
 
 pytestmark = pytest.mark.workflow
 
-ANALYSIS = {"compare", "aggregate_pair", "gallery", "summary", "planted_concept"}
+ANALYSIS = {"compare", "aggregate_pair", "gallery", "explorer", "summary", "planted_concept"}
 CONCEPTS = {"concepts", "importance"} | ANALYSIS
 NOTHING: set[str] = set()
 
@@ -24,6 +24,7 @@ CASES = [
     ("extraction.device", "cpu", NOTHING),
     ("resources.cpu_threads", 2, NOTHING),
     ("resources.gpu_threads", 1, NOTHING),
+    ("explorer.threads", 1, NOTHING),
     ("concepts.k", 4, CONCEPTS),
     ("concepts.max_iter", 90, CONCEPTS),
     ("concepts.restarts", 1, CONCEPTS),
@@ -44,10 +45,11 @@ CASES = [
     ("regression.folds", 3, ANALYSIS),
     ("replacement.mix", 0.5, ANALYSIS),
     ("gallery.n", 3, ANALYSIS),
-    ("gallery.similarity_threshold", 0.4, {"aggregate_pair", "gallery", "summary"}),
+    ("explorer.thumb_size", 32, {"explorer"}),
+    ("gallery.similarity_threshold", 0.4, {"aggregate_pair", "gallery", "explorer", "summary"}),
     ("importance.images", "shared", ANALYSIS),
-    ("importance.steps", 20, {"importance", "aggregate_pair", "gallery", "summary"}),
-    ("importance.target", "logit", {"importance", "aggregate_pair", "gallery", "summary"}),
+    ("importance.steps", 20, {"importance", "aggregate_pair", "gallery", "explorer", "summary"}),
+    ("importance.target", "logit", {"importance", "aggregate_pair", "gallery", "explorer", "summary"}),
 ]
 
 

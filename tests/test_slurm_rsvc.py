@@ -35,7 +35,15 @@ SKIP_DIRS = {"logs", "benchmarks"}
 VOLATILE_KEYS = {"seconds"}  # training wall time in models/*.metrics.json
 # one thread per job in both runs: two jobs side by side on the 2-CPU test node
 # (profiles/slurm asks 8 for the GPU rules, capped to the node's 2)
-THREADS = ["--set-threads", "predict=1", "activations=1", "train_model=1", "make_dataset=1", "aggregate_pair=1"]
+THREADS = [
+    "--set-threads",
+    "predict=1",
+    "activations=1",
+    "train_model=1",
+    "make_dataset=1",
+    "aggregate_pair=1",
+    "explorer=1",
+]
 RULES = {
     "make_dataset",
     "train_model",
@@ -48,6 +56,7 @@ RULES = {
     "compare",
     "aggregate_pair",
     "gallery",
+    "explorer",
     "summary",
     "planted_concept",
 }

@@ -1,8 +1,7 @@
 """Fig. 2 galleries: top real, over-predicted and under-predicted patches of a concept."""
 
-import pandas as pd
-
 from rsvc import plots
+from rsvc.formats import read_concept_table
 from rsvc.galleries import concept_gallery, gallery_direction, pick_concept
 from rsvc.io import save_figure
 from rsvc.patches import patch_boxes
@@ -11,7 +10,7 @@ from rsvc.runtime import setup_logging
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
 models = tuple(p.models)
-table = pd.read_csv(snakemake.input.table, dtype={"class_id": str})
+table = read_concept_table(snakemake.input.table)
 compare_of = dict(zip(p.classes, p.compare, strict=True))  # files in the input folders
 boxes = patch_boxes(p.pixels["image_size"], p.pixels["patch_size"])
 

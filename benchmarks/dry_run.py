@@ -1,0 +1,91 @@
+"""CPU time and memory of `snakemake -n` for the ImageNet experiments, on a fake ImageNet tree.
+
+Two studies, both on the 1000 wnids of experiments/imagenet_classes.txt (empty class folders are
+enough for a dry run; tests/imagenet_tree.py):
+
+- RN18 vs RN50: experiments/imagenet_rn18_rn50.yaml as it is;
+- a 10-model ``pairs: all`` study (45 pairs): five copies each of its rn18 and rn50 entries under
+  other names (the DAG does not depend on which networks they are).
+
+Each dry run is run twice: the first one checks the models with timm (cached in
+.snakemake/rsvc_preflight.json), the second one is what a researcher sees from then on. Printed:
+jobs, CPU (user + sys of the snakemake process tree), wall and peak RSS, and CPU per 1000 jobs,
+against the goals of issue 13 (10 s and 60 s of CPU).
+
+    python benchmarks/dry_run.py [--workdir /tmp/rsvc_dry_run] [--only rn18_rn50|ten_models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+GOALS_S = {"rn18_rn50": 10.0, "ten_models": 60.0}
+
+
+def study(name: str, root: Path, classes: Path) -> dict:
+    cfg = yaml.safe_load((REPO / "experiments/imagenet_rn18_rn50.yaml").read_text())
+    cfg["dataset"].update(root=str(root), classes=str(classes))
+    if name == "ten_models":
+        base = cfg["models"]
+        cfg["models"] = {f"{m}_{i}": copy.deepcopy(base[m]) for i in range(5) for m in ("rn18", "rn50")}
+        cfg["pairs"] = "all"
+    return cfg
+
+
+def dry_run(workdir: Path, cfg: dict) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = {**cfg, "outdir": str(workdir / "results")}
+    config = workdir / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "-n", "--quiet", "rules", "--configfile", str(config)]
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise SystemExit(f"dry run failed in {workdir}:\n{proc.stderr[-3000:]}")
+    total = re.search(r"^total\s+(\d+)$", proc.stdout, re.M)
+    return {
+        "jobs": int(total.group(1)),
+        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "wall_s": wall,
+        "peak_rss_mb": after.ru_maxrss / 1024,  # the largest child so far
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/rsvc_dry_run"))
+    ap.add_argument("--only", choices=sorted(GOALS_S))
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO / "tests"))
+    from imagenet_tree import IMAGENET_CLASSES, make_imagenet_tree
+
+    root = args.workdir / "imagenet"
+    if not root.exists():
+        make_imagenet_tree(root)
+    for name in [args.only] if args.only else list(GOALS_S):
+        cfg = study(name, root, IMAGENET_CLASSES)
+        for attempt in ("first (model checks)", "cached"):
+            r = dry_run(args.workdir / name, cfg)
+            print(
+                f"{name:10s} {attempt:20s} {r['jobs']:6d} jobs  CPU {r['cpu_s']:6.1f} s "
+                f"({1000 * r['cpu_s'] / r['jobs']:.1f} s per 1000 jobs, goal {GOALS_S[name]:.0f} s: "
+                f"{r['cpu_s'] / GOALS_S[name]:.2f} of it)  wall {r['wall_s']:6.1f} s  peak RSS {r['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
