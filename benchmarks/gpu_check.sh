@@ -20,6 +20,8 @@
 #
 # PYTHON (default .venv/bin/python, else python3) needs the project's requirements; the demo
 # step also needs snakemake and celer, and is skipped with a note when snakemake is missing.
+# The smoke mode multiplies every step's limit by 5 (a 2-core CPU runs the demo for minutes);
+# KEEP_WORK=1 keeps the scratch folder (the demo runs) and prints where it is.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,11 +48,11 @@ CORES=$(nproc)
 WORKERS=$((CORES > 13 ? 12 : (CORES > 2 ? CORES - 1 : 1)))
 
 if ((SMOKE)); then
-    DEVICE=cpu BUDGET_S=${BUDGET_S:-2400}
+    DEVICE=cpu BUDGET_S=${BUDGET_S:-3600} SCALE=5
     MODELS=(resnet18) MODES=(fp32 bf16+cl) BATCHES=(16 32) IMAGES=2 REPEAT=1 SECONDS_LOOP=5
     SUSTAINED_MODEL=resnet18 SUSTAINED_BATCH=32 COMPILE_MODELS=(resnet18) COMPILE_BATCH=16
 else
-    DEVICE=cuda BUDGET_S=${BUDGET_S:-500}
+    DEVICE=cuda BUDGET_S=${BUDGET_S:-500} SCALE=1
     MODELS=(resnet18 resnet50 vit_small_patch16_224) MODES=(fp32 fp32+cl bf16 bf16+cl) BATCHES=(256 1024)
     IMAGES=64 REPEAT=4 SECONDS_LOOP=25
     SUSTAINED_MODEL=resnet50 SUSTAINED_BATCH=256 COMPILE_MODELS=("${MODELS[@]}") COMPILE_BATCH=256
@@ -66,6 +68,7 @@ printf 'step\tstatus\tseconds\n' >"$WORK/steps.tsv"
 step() {
     local name=$1 limit=$2 left rc=0 t0=$SECONDS status
     shift 2
+    limit=$((limit * SCALE))
     left=$((BUDGET_S - (SECONDS - START)))
     ((left < limit)) && limit=$left
     if ((limit < 10)); then
@@ -88,7 +91,7 @@ step() {
 SAMPLER=
 cleanup() {
     if [[ -n $SAMPLER ]]; then kill "$SAMPLER" 2>/dev/null || true; fi
-    rm -rf "$WORK"
+    if [[ ${KEEP_WORK:-0} == 1 ]]; then echo "scratch kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -141,12 +144,13 @@ for name, dev in (("cpu", "cpu"), ("device", device)):
     cfg["extraction"]["device"] = dev
     (out / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 EOF
+    # the local profile: its gpu_jobs semaphore lets one forward-pass job use the GPU at a time
     step demo_cpu 200 "$SNAKEMAKE" --snakefile "$REPO/Snakefile" --directory "$DEMO_CPU" \
-        --configfile "$DEMO_CPU/cpu.yaml" --cores "$CORES"
+        --profile "$REPO/profiles/local" --configfile "$DEMO_CPU/cpu.yaml" --cores "$CORES"
     cp -a "$DEMO_CPU" "$DEMO_DEV"
     # the same data and trained models; every forward pass and what follows it done again on the device
     step demo_device 150 "$SNAKEMAKE" --snakefile "$REPO/Snakefile" --directory "$DEMO_DEV" \
-        --configfile "$DEMO_DEV/device.yaml" --cores "$CORES" --forcerun predict export_head
+        --profile "$REPO/profiles/local" --configfile "$DEMO_DEV/device.yaml" --cores "$CORES" --forcerun predict
     step compare 60 "$PYTHON" benchmarks/compare_runs.py "$DEMO_CPU/results" "$DEMO_DEV/results" \
         --json "$RESULTS/compare.json"
 else
