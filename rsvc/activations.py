@@ -541,17 +541,17 @@ def extract_to_h5(
             skipped: list[tuple[str, str, str, str]] = []
             writer = _Writer()
             transfer = HostTransfer(pin=device.type == "cuda")
-            done: list[tuple[float, int]] = []  # (time.time() after each batch is on the host, its patches)
+            done: list[tuple[float, float, int]] = []  # per batch: submitted, on the host (time.time()), patches
 
-            def finish(ticket: _Ticket, ok: list[int]) -> None:
+            def finish(ticket: _Ticket, ok: list[int], submitted: float) -> None:
                 blocks = transfer.collect(ticket, storage)
                 _check_finite(blocks, ok, n_grid, flat, model_name, settings.storage_dtype)
                 writer.put(_route(blocks, ok, n_grid, flat, store, image_ids))
-                done.append((time.time(), len(ok) * n_grid))
+                done.append((submitted, time.time(), len(ok) * n_grid))
 
             bar = _progress(len(flat) * n_grid, "patch", f"{model_name} activations")
             loop_start = time.time()
-            pending: tuple[_Ticket, list[int]] | None = None  # the batch whose copy is in flight
+            pending: tuple[_Ticket, list[int], float] | None = None  # the batch whose copy is in flight
             try:
                 for index, counts, x, reasons in _loader(dataset, images_per_batch, settings, device):
                     index, counts = index.tolist(), counts.tolist()
@@ -567,7 +567,7 @@ def extract_to_h5(
                             ticket = transfer.submit(out)  # queued behind this forward pass
                         if pending is not None:  # the previous batch, while this one runs on the device
                             finish(*pending)
-                        pending = (ticket, ok)
+                        pending = (ticket, ok, time.time())
                     bar.update(len(index) * n_grid)
                 if pending is not None:
                     finish(*pending)
@@ -590,16 +590,20 @@ def extract_to_h5(
     return stats
 
 
-def _loop_stats(loop_start: float, done: Sequence[tuple[float, int]]) -> dict[str, float]:
-    """Timing of a forward loop from ``(time.time() when a batch reached the host, its patches)`` per batch.
+def _loop_stats(loop_start: float, done: Sequence[tuple[float, float, int]]) -> dict[str, float]:
+    """Timing of a forward loop from ``(time.time() when a batch was submitted, when it reached the host,
+    its patches)`` per batch.
 
-    ``steady_patches_per_s``: patches after the first batch over the time after it (NaN with one batch).
+    ``steady_patches_per_s``: the patches after the first batch over the time from the first batch's
+    submission (on the CPU: its forward pass done; on CUDA: its kernels queued, after any compilation
+    and cuDNN autotuning) to the last batch on the host; NaN with one batch. On CUDA the interval
+    still holds the first batch's device time, so the rate errs low.
     """
-    end = done[-1][0] if done else loop_start
-    patches = sum(n for _, n in done)
+    end = done[-1][1] if done else loop_start
+    patches = sum(n for _, _, n in done)
     steady = float("nan")
     if len(done) > 1 and end > done[0][0]:
-        steady = (patches - done[0][1]) / (end - done[0][0])
+        steady = (patches - done[0][2]) / (end - done[0][0])
     return {
         "patches": patches,
         "seconds": end - loop_start,
