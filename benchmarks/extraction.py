@@ -15,6 +15,16 @@ a fresh subprocess. Prints patches/s and the ratio rsvc / naive.
 
     python benchmarks/extraction.py            # 48 images per model, 200 for the RSS job
     python benchmarks/extraction.py --quick    # 12 images, 40 for the RSS job
+
+``--loop``: only the workflow's own loop (``extract_to_h5``, what the activations job
+calls), for every model x mode x batch size, one JSON line each (``--json``), with the
+loop's wall-clock start and end to match GPU samples (``benchmarks/gpu_check.sh``).
+A mode is ``+``-joined: a dtype (fp32, bf16, fp16: ``extraction.autocast``), ``cl``
+(channels-last) and ``compile`` (``extraction.compile``):
+
+    python benchmarks/extraction.py --loop --device cuda --models resnet50 \
+        --modes fp32 bf16+cl bf16+cl+compile --batch-sizes 256 1024 --workers 12
+    python benchmarks/extraction.py --loop --device cuda --models resnet50 --modes bf16+cl --seconds 25
 """
 
 from __future__ import annotations
@@ -129,6 +139,90 @@ def bench_model(
     return result
 
 
+def parse_mode(mode: str) -> dict:
+    """``"bf16+cl+compile"`` -> ``{"autocast": "bf16", "channels_last": True, "compile": True}``."""
+    parts = mode.split("+")
+    dtype, flags = parts[0], set(parts[1:])
+    if dtype not in ("fp32", "bf16", "fp16") or not flags <= {"cl", "compile"}:
+        raise ValueError(f"mode {mode!r}: a dtype (fp32, bf16, fp16), then optional +cl and +compile")
+    return {
+        "autocast": None if dtype == "fp32" else dtype,
+        "channels_last": "cl" in flags,
+        "compile": "compile" in flags,
+    }
+
+
+def loop_run(
+    model: torch.nn.Module,
+    name: str,
+    layers: list[str],
+    paths: list[str],
+    repeat: int,
+    mode: str,
+    batch_size: int,
+    args: argparse.Namespace,
+    out: Path,
+) -> dict:
+    """One ``extract_to_h5`` call (the activations job's loop) on ``paths`` repeated ``repeat`` times."""
+    items = {"c": [(f"{Path(p).stem}_{r}", p) for r in range(repeat) for p in paths]}
+    settings = ExtractionSettings(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        batch_size=batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        **parse_mode(mode),
+    )
+    t0 = time.perf_counter()
+    stats = extract_to_h5(model, layers, items, out, settings, {"model": name})
+    wall = time.perf_counter() - t0
+    out.unlink()
+    return {
+        "model": name,
+        "device": str(resolve_device(args.device)),
+        "mode": mode,
+        "batch_size": batch_size,
+        "layers": len(layers),
+        "workers": args.workers,
+        **stats,
+        "patches_per_s": stats["patches"] / max(stats["seconds"], 1e-9),
+        "call_seconds": wall,
+    }
+
+
+def loop_main(args: argparse.Namespace, work: Path) -> None:
+    """``--loop``: the workflow loop only, every model x mode x batch size; one JSON line per run."""
+    paths = make_images(work, args.images or 64)
+    sink = open(args.json, "a") if args.json else None  # noqa: SIM115 - closed below
+    try:
+        for name in args.models:
+            torch.manual_seed(0)
+            model = create_model(ModelSpec(name, name))
+            layers = resolve_layers(model, MODELS[name]) + ["pre_logits"]
+            for mode in args.modes:
+                for batch_size in args.batch_sizes:
+                    repeat = args.repeat
+                    if args.seconds:  # size the run from a short calibration run (same settings)
+                        probe = loop_run(model, name, layers, paths, repeat, mode, batch_size, args, work / "x.h5")
+                        rate = probe["steady_patches_per_s"]
+                        rate = rate if rate == rate else probe["patches_per_s"]  # NaN: a single batch
+                        repeat = max(1, round(args.seconds * rate / (len(paths) * 16)))
+                    row = loop_run(model, name, layers, paths, repeat, mode, batch_size, args, work / "x.h5")
+                    print(
+                        f"{name:>22s} {row['device']:>5s} {mode:>16s} batch {batch_size:5d}: "
+                        f"{row['patches']:7d} patches, loop {row['seconds']:6.1f} s, "
+                        f"{row['patches_per_s']:8.1f} patches/s (after the first batch "
+                        f"{row['steady_patches_per_s']:8.1f})",
+                        flush=True,
+                    )
+                    if sink:
+                        sink.write(json.dumps(row) + "\n")
+                        sink.flush()
+    finally:
+        if sink:
+            sink.close()
+
+
 def peak_rss_mib() -> float:
     """This process's peak RSS. Linux: VmHWM, which starts afresh at exec; ``ru_maxrss``
     (the fallback) keeps the parent's peak across fork + exec and so over-reports here."""
@@ -186,11 +280,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto: cpu, plus cuda when present")
     parser.add_argument("--rss-job", default=None, help=argparse.SUPPRESS)
+    loop = parser.add_argument_group("--loop: the workflow loop only")
+    loop.add_argument("--loop", action="store_true", help="only extract_to_h5, for every model x mode x batch size")
+    loop.add_argument("--modes", nargs="+", default=["fp32+cl", "bf16+cl"], help="e.g. fp32 bf16+cl bf16+cl+compile")
+    loop.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="patches per forward pass")
+    loop.add_argument("--repeat", type=int, default=1, help="each image appears this many times (longer runs)")
+    loop.add_argument("--seconds", type=float, default=None, help="size each run to last about this long")
+    loop.add_argument("--json", default=None, help="append one JSON line per run to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.rss_job:
         return rss_job(args)
+    if args.loop:
+        args.batch_sizes = args.batch_sizes or [args.batch_size]
+        with tempfile.TemporaryDirectory() as tmp:
+            return loop_main(args, Path(tmp))
 
     n_images = args.images or (12 if args.quick else 48)
     n_rss = args.rss_images or (40 if args.quick else 200)

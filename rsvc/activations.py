@@ -9,8 +9,13 @@ forward hooks on every requested layer pool the outputs immediately (global
 average pool for 4-D ``(N, C, H, W)`` maps, class token or token mean for 3-D
 ``(N, T, D)`` token sequences), so no full feature map is kept. ``pre_logits``
 is ``model.forward_head(model.forward_features(x), pre_logits=True)``, the
-input of the linear classifier. A background thread appends each batch to
-chunked HDF5 datasets while the next batch runs.
+input of the linear classifier. The pooled layers of a batch reach the host in
+ONE copy (:class:`HostTransfer`: concatenated on the device, copied without
+blocking into a reusable pinned buffer, one synchronisation, split into
+per-layer arrays), collected while the next batch's forward pass runs on the
+device. A background thread appends each batch to chunked HDF5 datasets while
+the next batch runs. ``ExtractionSettings.compile`` runs the forward pass
+through ``torch.compile`` (:func:`fixed_rows`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
@@ -246,6 +251,129 @@ def _model_inputs(x: torch.Tensor, cfg: dict, device: torch.device, settings: Ex
     )
 
 
+# ---------------------------------------------------------------- one device-to-host copy per batch
+def concat_pooled(out: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, list[tuple[str, int, int]]]:
+    """``{layer: (N, d_l) float32}`` -> ``((N, sum_l d_l) float32 on their device, [(layer, start, stop)])``:
+    the layers side by side, so that one copy moves them all."""
+    spans, start = [], 0
+    for name, v in out.items():
+        spans.append((name, start, start + int(v.shape[1])))
+        start += int(v.shape[1])
+    return torch.cat([v.float() for v in out.values()], dim=1), spans
+
+
+def split_columns(host: np.ndarray, spans: Sequence[tuple[str, int, int]], storage: Any) -> dict[str, np.ndarray]:
+    """``(N, D)`` -> ``{layer: (N, d_l)}`` in the ``storage`` dtype, each a fresh C-contiguous array
+    (copied out of ``host``, a buffer that the next batches reuse)."""
+    return {name: np.array(host[:, a:b], dtype=storage, order="C") for name, a, b in spans}
+
+
+class _Ticket:
+    """A copy in flight: its host buffer ``(N, D)``, the column spans, the CUDA event that marks its end."""
+
+    def __init__(self, slot: int, host: torch.Tensor, spans: list[tuple[str, int, int]], event: Any):
+        self.slot, self.host, self.spans, self.event = slot, host, spans, event
+
+
+class HostTransfer:
+    """The pooled layers of a batch moved to the host in ONE transfer.
+
+    :meth:`submit` concatenates the layers on the device (:func:`concat_pooled`) and copies
+    them into a reusable host buffer; with ``pin`` (and CUDA present) the buffer is pinned and
+    the copy ``non_blocking``, so it is queued behind the forward pass and returns at once.
+    :meth:`collect` waits for that copy (one synchronisation per batch) and splits it into
+    per-layer arrays (:func:`split_columns`). ``slots`` buffers alternate: with two, batch
+    i+1 can be submitted (its forward pass queued on the device) before batch i is collected.
+    ``pin`` is ignored without CUDA (pinning needs the CUDA driver), and on the CPU the
+    copy is an ordinary one: the same numbers, bit for bit, as a ``.cpu()`` per layer.
+    """
+
+    def __init__(self, pin: bool = False, slots: int = 2):
+        self.pin = bool(pin) and torch.cuda.is_available()
+        self.buffers: list[torch.Tensor | None] = [None] * slots
+        self.busy = [False] * slots
+        self.next = 0
+
+    def _buffer(self, slot: int, numel: int) -> torch.Tensor:
+        buf = self.buffers[slot]
+        if buf is None or buf.numel() < numel:
+            with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+                buf = torch.empty(numel, dtype=torch.float32, pin_memory=self.pin)
+            self.buffers[slot] = buf
+        return buf
+
+    def submit(self, out: Mapping[str, torch.Tensor]) -> _Ticket:
+        """Queue the copy of ``{layer: (N, d_l)}``; collect the ticket before submitting ``slots`` more."""
+        slot = self.next
+        if self.busy[slot]:
+            raise RuntimeError("HostTransfer: collect a batch before its buffer is reused")
+        flat, spans = concat_pooled(out)
+        host = self._buffer(slot, flat.numel())[: flat.numel()].view(flat.shape)
+        cuda = flat.device.type == "cuda"
+        host.copy_(flat, non_blocking=cuda and self.pin)
+        event = None
+        if cuda:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(flat.device))
+        self.busy[slot] = True
+        self.next = (slot + 1) % len(self.buffers)
+        return _Ticket(slot, host, spans, event)
+
+    def collect(self, ticket: _Ticket, storage: Any = np.float32) -> dict[str, np.ndarray]:
+        """Wait for the copy, -> ``{layer: (N, d_l)}`` in ``storage`` (fresh arrays; the buffer is free again)."""
+        if ticket.event is not None:
+            ticket.event.synchronize()
+        blocks = split_columns(ticket.host.numpy(), ticket.spans, storage)
+        self.busy[ticket.slot] = False
+        return blocks
+
+
+def pooled_to_host(
+    out: Mapping[str, torch.Tensor], storage: Any = np.float32, pin: bool = False
+) -> dict[str, np.ndarray]:
+    """``{layer: (N, d_l)}`` on any device -> ``{layer: (N, d_l)}`` numpy arrays in ``storage``, in one copy
+    (a one-batch :class:`HostTransfer`)."""
+    transfer = HostTransfer(pin=pin, slots=1)
+    return transfer.collect(transfer.submit(out), storage)
+
+
+# ---------------------------------------------------------------- torch.compile
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``(n, ...)`` -> ``(rows, ...)``: zero rows appended, the memory format kept."""
+    padded = x.new_zeros((rows, *x.shape[1:]))
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        padded = padded.contiguous(memory_format=torch.channels_last)
+    padded[: x.shape[0]] = x
+    return padded
+
+
+def _take_rows(out: Any, n: int) -> Any:
+    if isinstance(out, dict):
+        return {k: v[:n] for k, v in out.items()}
+    return out[:n]
+
+
+def fixed_rows(fn: Callable[[torch.Tensor], Any], rows: int) -> Callable[[torch.Tensor], Any]:
+    """``torch.compile(fn)`` for batches of at most ``rows`` rows: a smaller batch (the last one) is
+    padded with zero rows and the output (a tensor ``(n, ...)`` or a dict of them) cut back to its rows,
+    so the graph is compiled once, for one shape (rows are independent in an eval forward pass)."""
+    compiled = torch.compile(fn, dynamic=False)
+
+    def run(x: torch.Tensor) -> Any:
+        n = int(x.shape[0])
+        if n >= rows:
+            return compiled(x)
+        return _take_rows(compiled(_pad_rows(x, rows)), n)
+
+    return run
+
+
+def _cuda_setup(device: torch.device) -> None:
+    """cuDNN picks the fastest convolution per input shape (a job runs one shape, thousands of times)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 # ---------------------------------------------------------------- predictions
 def predict_images(
     model: nn.Module, paths: Sequence[str | os.PathLike], settings: ExtractionSettings
@@ -262,6 +390,8 @@ def predict_images(
     device = resolve_device(settings.device)
     timm_eval = settings.preprocess == "timm_eval"
     model, _ = _prepare_model(model, device, settings)
+    _cuda_setup(device)
+    run = fixed_rows(model, settings.batch_size) if settings.compile else model
     cfg = model_data_config(model)
     if timm_eval:
         dataset = _TimmEvalImages(paths, timm_eval_transform(model), cfg["input_size"])
@@ -280,7 +410,7 @@ def predict_images(
                 else:
                     inputs = _model_inputs(x, cfg, device, settings)
                 with _autocast(device, settings.autocast):
-                    logits = model(inputs)
+                    logits = run(inputs)
                 prob = torch.softmax(logits.float(), dim=1)
                 p, k = prob.max(dim=1)
                 preds.append(k.cpu().numpy())
@@ -348,7 +478,7 @@ def extract_to_h5(
     out_path: str | os.PathLike,
     settings: ExtractionSettings,
     attrs: dict[str, Any],
-) -> None:
+) -> dict[str, float]:
     """Pooled activations of every patch of every image, all layers, into one HDF5 file.
 
     items: ``{class_id: [(image_id, path), ...]}``. Written atomically in the layout of
@@ -360,6 +490,10 @@ def extract_to_h5(
     config, the patch grid, and ``attrs``.
 
     Non-finite activations raise ``FloatingPointError`` naming model, layer, class and image.
+
+    Returns the timing of the forward loop (:func:`_loop_stats`): ``patches``, ``seconds``, and
+    ``steady_patches_per_s`` (after the first batch, which pays for cuDNN autotuning and
+    ``torch.compile``), ``loop_start`` and ``loop_end`` (``time.time()``, to match GPU samples).
     """
     layers = list(layers)
     device = resolve_device(settings.device)
@@ -375,6 +509,9 @@ def extract_to_h5(
     dataset = _CanonicalImages([p for _, _, p in flat], settings.image_size, settings.patch_size)
 
     forward = _HookedForward(model, layers, settings.token)
+    _cuda_setup(device)
+    images_per_batch = max(1, settings.batch_size // n_grid)
+    run = fixed_rows(forward.__call__, images_per_batch * n_grid) if settings.compile else forward
     try:
         with torch.inference_mode(), _autocast(device, settings.autocast):  # probe: widths, every hook fires
             probe = forward(torch.zeros((1, *cfg["input_size"]), device=device))
@@ -403,10 +540,19 @@ def extract_to_h5(
             image_ids: dict[str, list[str]] = {cid: [] for cid in items}
             skipped: list[tuple[str, str, str, str]] = []
             writer = _Writer()
+            transfer = HostTransfer(pin=device.type == "cuda")
+            done: list[tuple[float, float, int]] = []  # per batch: submitted, on the host (time.time()), patches
+
+            def finish(ticket: _Ticket, ok: list[int], submitted: float) -> None:
+                blocks = transfer.collect(ticket, storage)
+                _check_finite(blocks, ok, n_grid, flat, model_name, settings.storage_dtype)
+                writer.put(_route(blocks, ok, n_grid, flat, store, image_ids))
+                done.append((submitted, time.time(), len(ok) * n_grid))
+
             bar = _progress(len(flat) * n_grid, "patch", f"{model_name} activations")
-            t0 = time.perf_counter()
+            loop_start = time.time()
+            pending: tuple[_Ticket, list[int], float] | None = None  # the batch whose copy is in flight
             try:
-                images_per_batch = max(1, settings.batch_size // n_grid)
                 for index, counts, x, reasons in _loader(dataset, images_per_batch, settings, device):
                     index, counts = index.tolist(), counts.tolist()
                     for i, c, r in zip(index, counts, reasons):
@@ -415,24 +561,56 @@ def extract_to_h5(
                             log.warning("skipped unreadable image (class %s, image %s): %s", flat[i][0], flat[i][1], r)
                     ok = [i for i, c in zip(index, counts) if c > 0]
                     if ok:
-                        with torch.inference_mode(), _autocast(device, settings.autocast):
-                            out = forward(_model_inputs(x, cfg, device, settings))
-                        blocks = {n: v.cpu().numpy().astype(storage, copy=False) for n, v in out.items()}
-                        _check_finite(blocks, ok, n_grid, flat, model_name, settings.storage_dtype)
-                        writer.put(_route(blocks, ok, n_grid, flat, store, image_ids))
+                        with torch.inference_mode():
+                            with _autocast(device, settings.autocast):
+                                out = run(_model_inputs(x, cfg, device, settings))
+                            ticket = transfer.submit(out)  # queued behind this forward pass
+                        if pending is not None:  # the previous batch, while this one runs on the device
+                            finish(*pending)
+                        pending = (ticket, ok, time.time())
                     bar.update(len(index) * n_grid)
+                if pending is not None:
+                    finish(*pending)
             finally:
                 writer.close()
                 bar.close()
-            elapsed = time.perf_counter() - t0
-            n_done = sum(len(v) for v in image_ids.values()) * n_grid
+            stats = _loop_stats(loop_start, done)
             log.info(
-                "%s: %d patches in %.1f s (%.0f patches/s)", model_name, n_done, elapsed, n_done / max(elapsed, 1e-9)
+                "%s: %d patches in %.1f s (%.0f patches/s; after the first batch %.0f patches/s)",
+                model_name,
+                stats["patches"],
+                stats["seconds"],
+                stats["patches"] / max(stats["seconds"], 1e-9),
+                stats["steady_patches_per_s"],
             )
 
             store.finish(image_ids, n_grid, skipped, root_attrs)
     finally:
         forward.remove()
+    return stats
+
+
+def _loop_stats(loop_start: float, done: Sequence[tuple[float, float, int]]) -> dict[str, float]:
+    """Timing of a forward loop from ``(time.time() when a batch was submitted, when it reached the host,
+    its patches)`` per batch.
+
+    ``steady_patches_per_s``: the patches after the first batch over the time from the first batch's
+    submission (on the CPU: its forward pass done; on CUDA: its kernels queued, after any compilation
+    and cuDNN autotuning) to the last batch on the host; NaN with one batch. On CUDA the interval
+    still holds the first batch's device time, so the rate errs low.
+    """
+    end = done[-1][1] if done else loop_start
+    patches = sum(n for _, _, n in done)
+    steady = float("nan")
+    if len(done) > 1 and end > done[0][0]:
+        steady = (patches - done[0][2]) / (end - done[0][0])
+    return {
+        "patches": patches,
+        "seconds": end - loop_start,
+        "steady_patches_per_s": steady,
+        "loop_start": loop_start,
+        "loop_end": end,
+    }
 
 
 def _route(

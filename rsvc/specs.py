@@ -88,8 +88,10 @@ class ExtractionSettings:
     :func:`rsvc.activations.extract_to_h5` (rounded down to whole images, at
     least one image), whole images in :func:`rsvc.activations.predict_images`
     (config keys ``extraction.batch_size`` and ``extraction.predict_batch_size``).
-    ``batch_size``, ``num_workers`` and ``device`` change speed only;
-    ``autocast`` and ``storage_dtype`` change the stored numbers.
+    ``batch_size``, ``num_workers``, ``device`` and ``compile`` change speed only
+    (``compile``: ``torch.compile`` of the forward pass; like the device and the batch
+    size it can change the last float digit of a pooled activation, as reductions may be
+    summed in another order); ``autocast`` and ``storage_dtype`` change the stored numbers.
     """
 
     image_size: int
@@ -103,6 +105,7 @@ class ExtractionSettings:
     channels_last: bool = True
     fold_batchnorm: bool = True  # eval BatchNorm folded into the conv before it (rsvc.models.fold_batchnorm)
     preprocess: str = "canonical"  # whole-image predictions: "canonical" or "timm_eval" (the model's own transform)
+    compile: bool = False  # torch.compile the forward pass (extraction and predictions)
 
     def __post_init__(self) -> None:
         if self.autocast not in (None, *AUTOCAST_MODES):
@@ -120,12 +123,13 @@ class ExtractionSettings:
     def from_params(cls, numbers: Mapping[str, Any], speed: Mapping[str, Any], *, batch_key: str = "batch_size"):
         """Settings from a rule's ``params`` (``numbers``: what changes the stored numbers, see
         :func:`numeric_params`) and the config's ``extraction`` section (``speed``: batch size,
-        workers and device, which are not rule params so that changing them reruns nothing)."""
+        workers, device and compile, which are not rule params so that changing them reruns nothing)."""
         return cls(
             **numbers,
             batch_size=int(speed[batch_key]),
             num_workers=int(speed["num_workers"]),
             device=str(speed["device"]),
+            compile=bool(speed["compile"]),
         )
 
 

@@ -174,7 +174,7 @@ def checkpoint_input(model):
 # ------------------------------------------------------------------ params
 # Each rule's params carry exactly the settings its numbers depend on, so that
 # Snakemake's params trigger reruns what a change touches and nothing else. Speed
-# settings (extraction.batch_size, predict_batch_size, num_workers, device) are no
+# settings (extraction.batch_size, predict_batch_size, num_workers, device, compile) are no
 # params: jobs read them from the config, and changing them reruns nothing.
 def model_params(model):
     """The model's ModelSpec as a dict (rsvc.specs.ModelSpec(**params) rebuilds it)."""

@@ -253,3 +253,106 @@ def test_timm_eval_predictions_feed_timm_own_transform(tmp_path, images):
     assert float((torch.cat(seen).float() - want).abs().max()) > 1e-2
     with pytest.raises(ValueError, match="preprocess"):
         ExtractionSettings(image_size=S, preprocess="resize")
+
+
+# ------------------------------------------------------------------ one transfer per batch, torch.compile
+def _per_layer_reference(model, layers, x):
+    """An independent reference: own hooks keep each layer's full map, pooled and copied one layer at a time."""
+    modules = dict(model.named_modules())
+    maps = {}
+    hooks = [
+        modules[n].register_forward_hook(lambda m, i, o, n=n: maps.__setitem__(n, o))
+        for n in layers
+        if n != "pre_logits"
+    ]
+    try:
+        with torch.no_grad():
+            pre = model.forward_head(model.forward_features(x), pre_logits=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: (pre if n == "pre_logits" else maps[n].mean((2, 3))).cpu().numpy() for n in layers}, maps
+
+
+@pytest.mark.parametrize("pin", [False, True])  # pin=True without CUDA: the guard keeps it an ordinary copy
+def test_single_transfer_equals_per_layer_copies(resnet, pin):
+    from rsvc.activations import HostTransfer, _HookedForward, pooled_to_host
+
+    layers = ["act1", "layer1.0.act2", "layer3.1.act1", "layer4.1.act2", "pre_logits"]
+    x = torch.randn(6, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    want, _ = _per_layer_reference(resnet, layers, x)
+    forward = _HookedForward(resnet, layers, "cls")
+    try:
+        with torch.inference_mode():
+            out = forward(x)
+            got = pooled_to_host(out, np.float32, pin=pin)
+            old = {n: v.cpu().numpy().astype(np.float32, copy=False) for n, v in out.items()}  # the old path
+            transfer = HostTransfer(pin=pin)  # two slots: batch i collected after batch i+1 was submitted
+            first = transfer.submit(out)
+            second = transfer.submit({n: 2 * v for n, v in out.items()})
+            with pytest.raises(RuntimeError, match="collect a batch"):
+                transfer.submit(out)
+            a, b = transfer.collect(first), transfer.collect(second)
+            again = transfer.collect(transfer.submit(out), np.float16)  # the reused buffer, another dtype
+    finally:
+        forward.remove()
+    assert list(got) == layers
+    for n in layers:
+        assert got[n].flags.c_contiguous and got[n].dtype == np.float32
+        np.testing.assert_array_equal(got[n], old[n])  # bit-identical to one .cpu() per layer
+        np.testing.assert_allclose(got[n], want[n], rtol=1e-6, atol=0, err_msg=n)
+        np.testing.assert_array_equal(a[n], old[n])  # not overwritten by the second batch
+        np.testing.assert_array_equal(b[n], 2 * old[n])
+        np.testing.assert_array_equal(again[n], old[n].astype(np.float16))
+
+
+def test_extraction_loop_equals_per_layer_reference(tmp_path, resnet, images):
+    """The whole loop (two buffers, each batch collected one batch late) against the independent reference:
+    float32, batches of 2 images (8 patches), the last batch smaller."""
+    layers = ["act1", "layer2.1.act2", "pre_logits"]
+    stats = extract_to_h5(resnet, layers, items_of(images), tmp_path / "rn.h5", SETTINGS, {})
+    assert stats["patches"] == 4 * len(images) and stats["seconds"] > 0 and stats["loop_end"] >= stats["loop_start"]
+    got = read_all(tmp_path / "rn.h5")
+    settings = ExtractionSettings(image_size=S, patch_size=P, num_workers=0, fold_batchnorm=True)
+    from rsvc.activations import _prepare_model
+
+    folded, _ = _prepare_model(resnet, torch.device("cpu"), settings, keep=layers)
+    want, _ = _per_layer_reference(folded, layers, oracle_inputs(resnet, images))
+    for n in layers:
+        np.testing.assert_allclose(got[n], want[n], rtol=1e-6, atol=1e-7, err_msg=n)
+
+
+def _reduction_bound(fmap: torch.Tensor) -> float:
+    """Relative bound on the difference of two float32 means of a map of n >= 0 pixels summed in any two
+    orders: 2 (n - 1) u (u = 2^-24; each order's error is at most (n - 1) u relative for non-negative terms)."""
+    n = fmap.shape[2] * fmap.shape[3] if fmap.ndim == 4 else 1
+    return 2 * (n - 1) * 2.0**-24
+
+
+@pytest.mark.slow  # inductor compiles C++ for the tiny resnet: about 45 s on 2 cores
+def test_compiled_activations_equal_eager(tmp_path, resnet, images):
+    """extraction.compile: the same activations as eager, float32. Both run the same oneDNN convolutions
+    and exact element-wise ops; what can differ is the order in which the pooling mean (and any reduction
+    inductor generates) sums a map's n pixels. For the non-negative maps pooled here (post-ReLU) that
+    bounds the relative difference by 2 (n - 1) u; the test asserts max(1e-6, that bound) per layer
+    (1e-6 for maps of at most 9 pixels, pre_logits included), never a machine-tuned number."""
+    layers = ["act1", "layer1.0.act2", "layer3.1.act2", "layer4.1.act2", "pre_logits"]
+    eager_file, compiled_file = tmp_path / "eager.h5", tmp_path / "compiled.h5"
+    extract_to_h5(resnet, layers, items_of(images), eager_file, SETTINGS, {})
+    compiled = ExtractionSettings(image_size=S, patch_size=P, batch_size=8, num_workers=0, compile=True)
+    extract_to_h5(resnet, layers, items_of(images), compiled_file, compiled, {})  # 5 images: last batch padded
+    eager, got = read_all(eager_file), read_all(compiled_file)
+    _, maps = _per_layer_reference(resnet, layers, oracle_inputs(resnet, images)[:1])
+    for n in layers:
+        assert np.all(eager[n] >= 0), n  # the bound below is for non-negative maps
+        bound = max(1e-6, _reduction_bound(maps[n]) if n in maps else 0.0)
+        np.testing.assert_allclose(got[n], eager[n], rtol=bound, atol=0, err_msg=f"{n} (bound {bound:.1e})")
+
+    pred, prob, _ = predict_images(
+        resnet, [str(p) for p in images], ExtractionSettings(image_size=S, batch_size=2, num_workers=0)
+    )
+    pred_c, prob_c, _ = predict_images(
+        resnet, [str(p) for p in images], ExtractionSettings(image_size=S, batch_size=2, num_workers=0, compile=True)
+    )
+    np.testing.assert_array_equal(pred_c, pred)
+    np.testing.assert_allclose(prob_c, prob, rtol=1e-6)

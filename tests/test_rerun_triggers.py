@@ -22,6 +22,7 @@ CASES = [
     ("extraction.predict_batch_size", 32, NOTHING),
     ("extraction.num_workers", 1, NOTHING),
     ("extraction.device", "cpu", NOTHING),
+    ("extraction.compile", True, NOTHING),
     ("resources.cpu_threads", 2, NOTHING),
     ("resources.gpu_threads", 1, NOTHING),
     ("explorer.threads", 1, NOTHING),
