@@ -7,7 +7,7 @@ Reads both ``results/`` folders through :mod:`rsvc.formats` and reports
 - stored activations (when the image sets agree): the largest relative Frobenius difference of a
   class's activations at one layer;
 - layerwise MMCS (``pairs/<pair>/layerwise_mmcs.h5``, Pearson and Spearman): max |difference|;
-- CMCS (``compare/<pair>/<class>.h5``, Pearson, both directions): max |difference| of the same
+- CMCS (``compare/<pair>/shard<s>/<class>.h5``, Pearson, both directions): max |difference| of the same
   concept, concepts paired by identity (pre_logits directions of W, cosine >= 0.99, Hungarian
   pairing), and how many were not found again (NMF can land in another optimum after a change in
   the last digits of its input, see README "Numerics"); by concept index as well.
@@ -31,6 +31,7 @@ from rsvc.formats import (
     read_attrs,
     read_class_activations,
     read_compare_metrics,
+    read_compare_status,
     read_concepts,
     read_image_sets,
     read_layerwise,
@@ -61,10 +62,13 @@ def layerwise(results: Path) -> dict[tuple[str, str], np.ndarray]:
 def compare_metrics(results: Path) -> dict[tuple[str, str], dict]:
     """``{(pair, class): read_compare_metrics(...)}`` of the compared (not skipped) classes."""
     out = {}
-    for path in sorted((results / "compare").glob("*/*.h5")):
+    for path in sorted((results / "compare").rglob("*.h5")):  # compare/<pair>/shard<s>/<class>.h5
         metrics = read_compare_metrics(path)
         if metrics is not None:
-            out[(path.parent.name, path.stem)] = metrics
+            status = read_compare_status(path)
+            out[(status.pair, status.class_id)] = metrics
+    if not out:
+        raise SystemExit(f"no compared class under {results / 'compare'}")
     return out
 
 
