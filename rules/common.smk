@@ -32,6 +32,24 @@ if _problems:
     sys.exit(1)
 validate(config, "../schemas/config.schema.yaml")  # fills in the defaults
 
+
+def _sorted_keys(value):
+    """``value`` with every mapping's keys in sorted order (lists keep theirs)."""
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+# Snakemake compares params by their repr, in which a dict's key order shows: with the keys
+# sorted, writing the config's keys in another order reruns nothing. The order of the
+# models stays the user's (it names the pairs of `pairs: all`).
+for _key in list(config):
+    config[_key] = (
+        {m: _sorted_keys(spec) for m, spec in config[_key].items()} if _key == "models" else _sorted_keys(config[_key])
+    )
+
 # rsvc is importable from the workflow's own checkout (also without installing it).
 sys.path.insert(0, str(Path(workflow.main_snakefile).parent))
 

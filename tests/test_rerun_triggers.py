@@ -100,3 +100,26 @@ def test_split_and_model_specific_changes_rerun_only_that_split_or_model(schedul
     assert held["activations"] == n_models * n_models, "only the held-out activations (model x owner)"
     ps_only = schedules["models.ps.decomposition"]
     assert ps_only["concepts"] == n_classes and ps_only["importance"] == n_shards, "only ps's concepts"
+
+
+def _reversed_keys(value, top=True):
+    """``value`` with every mapping's keys in reverse order, except the models' own order."""
+    if isinstance(value, dict):
+        return {
+            k: (
+                {m: _reversed_keys(s, False) for m, s in value[k].items()}
+                if top and k == "models"
+                else _reversed_keys(value[k], False)
+            )
+            for k in reversed(list(value))
+        }
+    if isinstance(value, list):
+        return [_reversed_keys(v, False) for v in value]
+    return value
+
+
+def test_writing_the_config_keys_in_another_order_reruns_nothing(tiny_run, tmp_path):
+    workdir, cfg = tiny_run
+    shuffled = _reversed_keys(cfg)
+    assert list(shuffled["dataset"]) != list(cfg["dataset"])  # the test does reorder
+    assert dry_run_jobs(workdir, shuffled, tmp_path / "reordered.yaml") == []
