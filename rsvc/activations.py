@@ -264,8 +264,10 @@ def concat_pooled(out: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, list[t
 
 def split_columns(host: np.ndarray, spans: Sequence[tuple[str, int, int]], storage: Any) -> dict[str, np.ndarray]:
     """``(N, D)`` -> ``{layer: (N, d_l)}`` in the ``storage`` dtype, each a fresh C-contiguous array
-    (copied out of ``host``, a buffer that the next batches reuse)."""
-    return {name: np.array(host[:, a:b], dtype=storage, order="C") for name, a, b in spans}
+    (copied out of ``host``, a buffer that the next batches reuse). A value past the storage dtype's range
+    becomes inf, which the non-finite check of the writer names (no warning here)."""
+    with np.errstate(over="ignore"):
+        return {name: np.array(host[:, a:b], dtype=storage, order="C") for name, a, b in spans}
 
 
 class _Ticket:
