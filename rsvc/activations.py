@@ -537,7 +537,12 @@ def extract_to_h5(
         }
         with atomic_path(out_path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
             store = ActivationFile(
-                f, items, dims, storage, {n: _chunk_rows(d, np.dtype(storage).itemsize) for n, d in dims.items()}
+                f,
+                items,
+                dims,
+                storage,
+                {n: _chunk_rows(d, np.dtype(storage).itemsize) for n, d in dims.items()},
+                class_rows={cid: len(images) * n_grid for cid, images in items.items()},
             )
             image_ids: dict[str, list[str]] = {cid: [] for cid in items}
             skipped: list[tuple[str, str, str, str]] = []

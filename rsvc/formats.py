@@ -172,13 +172,27 @@ class ActivationFile:
     """
 
     def __init__(
-        self, f: h5py.File, classes: Iterable[str], dims: Mapping[str, int], dtype: Any, chunk_rows: Mapping[str, int]
+        self,
+        f: h5py.File,
+        classes: Iterable[str],
+        dims: Mapping[str, int],
+        dtype: Any,
+        chunk_rows: Mapping[str, int],
+        class_rows: Mapping[str, int] | None = None,
     ):
+        """``chunk_rows``: rows per HDF5 chunk of each layer; ``class_rows``: the most rows each class can
+        get (its images x patches), which caps its chunks: HDF5 allocates whole chunks, so a class of 40
+        patches in 4096-row chunks would take 100 times its size on disk."""
         self.f = f
+        cap = class_rows or {}
         self.acts = {
             cid: {
                 n: f.create_dataset(
-                    f"{cid}/acts/{n}", shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(chunk_rows[n], d)
+                    f"{cid}/acts/{n}",
+                    shape=(0, d),
+                    maxshape=(None, d),
+                    dtype=dtype,
+                    chunks=(max(1, min(chunk_rows[n], cap.get(cid, chunk_rows[n]))), d),
                 )
                 for n, d in dims.items()
             }
