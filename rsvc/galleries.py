@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,19 +41,11 @@ def pick_concept(
     return rows.iloc[i] if len(rows) > i else None
 
 
-def patch_pixels(image_root: str | Path, image_id: str, box: np.ndarray, image_size: int) -> np.ndarray:
-    """The patch ``box = (x0, y0, x1, y1)`` of the canonical image: ``(h, w, 3)`` uint8."""
-    from rsvc.images import canonical_uint8, load_rgb
-
-    x0, y0, x1, y1 = (int(v) for v in box)
-    return canonical_uint8(load_rgb(Path(image_root) / image_id), image_size)[y0:y1, x0:x1].copy()
-
-
 def canonical_patches(
     image_root: str | Path, rows: Sequence[tuple[str, int]], boxes: np.ndarray, image_size: int
 ) -> list[np.ndarray]:
-    """The patches ``[(image_id, grid index), ...]`` as ``[(h, w, 3) uint8, ...]`` (:func:`patch_pixels`),
-    each image decoded once however many of its patches are asked for."""
+    """The patches ``[(image_id, grid index), ...]`` of the canonical images (``boxes[index] = (x0, y0, x1, y1)``)
+    as ``[(h, w, 3) uint8, ...]``, each image decoded once however many of its patches are asked for."""
     from rsvc.images import canonical_uint8, load_rgb
 
     images: dict[str, np.ndarray] = {}
@@ -79,15 +70,14 @@ def concept_gallery(
     """``{group: [(patch (h, w, 3) uint8, real coefficient, predicted coefficient), ...]}`` for
     :func:`rsvc.plots.plot_gallery`: the held-out rows the compare job chose for each view."""
     v = read_concept_views(compare_file, source, target, concept)
-    groups: dict[str, Any] = {}
-    for group, rows in zip(VIEW_GROUPS, v["views"], strict=True):
-        groups[group] = [
-            (
-                patch_pixels(image_root, v["image_ids"][v["patch_image"][r]], boxes[v["patch_index"][r]], image_size),
-                float(v["real"][r]),
-                float(v["pred"][r]),
-            )
-            for r in rows
-            if r >= 0
-        ]
-    return groups
+    chosen = {group: [int(r) for r in rows if r >= 0] for group, rows in zip(VIEW_GROUPS, v["views"], strict=True)}
+    flat = [r for rows in chosen.values() for r in rows]
+    pixels = iter(
+        canonical_patches(
+            image_root, [(v["image_ids"][v["patch_image"][r]], v["patch_index"][r]) for r in flat], boxes, image_size
+        )
+    )
+    return {
+        group: [(next(pixels), float(v["real"][r]), float(v["pred"][r])) for r in rows]
+        for group, rows in chosen.items()
+    }
