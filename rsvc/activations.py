@@ -330,15 +330,6 @@ class HostTransfer:
         return blocks
 
 
-def pooled_to_host(
-    out: Mapping[str, torch.Tensor], storage: Any = np.float32, pin: bool = False
-) -> dict[str, np.ndarray]:
-    """``{layer: (N, d_l)}`` on any device -> ``{layer: (N, d_l)}`` numpy arrays in ``storage``, in one copy
-    (a one-batch :class:`HostTransfer`)."""
-    transfer = HostTransfer(pin=pin, slots=1)
-    return transfer.collect(transfer.submit(out), storage)
-
-
 # ---------------------------------------------------------------- torch.compile
 def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     """``(n, ...)`` -> ``(rows, ...)``: zero rows appended, the memory format kept."""

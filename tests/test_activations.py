@@ -276,7 +276,7 @@ def _per_layer_reference(model, layers, x):
 
 @pytest.mark.parametrize("pin", [False, True])  # pin=True without CUDA: the guard keeps it an ordinary copy
 def test_single_transfer_equals_per_layer_copies(resnet, pin):
-    from rsvc.activations import HostTransfer, _HookedForward, pooled_to_host
+    from rsvc.activations import HostTransfer, _HookedForward
 
     layers = ["act1", "layer1.0.act2", "layer3.1.act1", "layer4.1.act2", "pre_logits"]
     x = torch.randn(6, 3, 40, 40, generator=torch.Generator().manual_seed(0))
@@ -285,7 +285,8 @@ def test_single_transfer_equals_per_layer_copies(resnet, pin):
     try:
         with torch.inference_mode():
             out = forward(x)
-            got = pooled_to_host(out, np.float32, pin=pin)
+            single = HostTransfer(pin=pin, slots=1)
+            got = single.collect(single.submit(out), np.float32)
             old = {n: v.cpu().numpy().astype(np.float32, copy=False) for n, v in out.items()}  # the old path
             transfer = HostTransfer(pin=pin)  # two slots: batch i collected after batch i+1 was submitted
             first = transfer.submit(out)
