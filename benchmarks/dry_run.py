@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
 import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+sys.path.insert(0, str(REPO / "tests"))  # the fake ImageNet tree and the measured dry run of the tests
+from imagenet_tree import IMAGENET_CLASSES, make_imagenet_tree, measured_dry_run  # noqa: E402
+
 GOALS_S = {"rn18_rn50": 10.0, "ten_models": 60.0}
 
 
@@ -45,22 +44,14 @@ def study(name: str, root: Path, classes: Path) -> dict:
 
 def dry_run(workdir: Path, cfg: dict) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = {**cfg, "outdir": str(workdir / "results")}
     config = workdir / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "-n", "--quiet", "rules", "--configfile", str(config)]
-    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise SystemExit(f"dry run failed in {workdir}:\n{proc.stderr[-3000:]}")
-    total = re.search(r"^total\s+(\d+)$", proc.stdout, re.M)
+    config.write_text(yaml.safe_dump({**cfg, "outdir": str(workdir / "results")}, sort_keys=False))
+    stats, wall, cpu = measured_dry_run(workdir, config)
     return {
-        "jobs": int(total.group(1)),
-        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "jobs": stats["total"],
+        "cpu_s": cpu,
         "wall_s": wall,
-        "peak_rss_mb": after.ru_maxrss / 1024,  # the largest child so far
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,  # the largest child so far
     }
 
 
@@ -69,9 +60,6 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rsvc_dry_run"))
     ap.add_argument("--only", choices=sorted(GOALS_S))
     args = ap.parse_args()
-    sys.path.insert(0, str(REPO / "tests"))
-    from imagenet_tree import IMAGENET_CLASSES, make_imagenet_tree
-
     root = args.workdir / "imagenet"
     if not root.exists():
         make_imagenet_tree(root)

@@ -7,16 +7,13 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import re
-import resource
-import time
 
 import pytest
 import timm
 import torch
 import yaml
-from conftest import REPO, run_snakemake, write_config
-from imagenet_tree import IMAGENET_CLASSES, imagenet_wnids, make_imagenet_tree
+from conftest import REPO, write_config
+from imagenet_tree import IMAGENET_CLASSES, imagenet_wnids, make_imagenet_tree, measured_dry_run
 
 MAX_JOBS = 20_000
 MAX_CPU_S = 10.0
@@ -34,32 +31,9 @@ def experiment(name: str, root, outdir, **dataset) -> dict:
     return cfg
 
 
-def job_stats(stdout: str) -> dict[str, int]:
-    """{rule: count, ..., "total": n} from the "Job stats" table of a dry-run."""
-    table = stdout.split("Job stats:", 1)[1]
-    counts = {}
-    for line in table.splitlines()[3:]:
-        m = re.match(r"(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
 def dry_run(workdir, cfg) -> tuple[dict[str, int], float, float]:
-    """Job counts, wall seconds and CPU seconds (user + sys) of `snakemake -n`.
-
-    `--quiet rules`: the full DAG and its job stats, without printing every job
-    (about 1 s of the 5000-job dry-run).
-    """
-    config = write_config(workdir / "experiment.yaml", cfg)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
-    proc = run_snakemake("-n", "--quiet", "rules", "--configfile", str(config), cwd=workdir, timeout=600)
-    wall = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return job_stats(proc.stdout), wall, cpu
+    """Job counts, wall seconds and CPU seconds (user + sys) of `snakemake -n` of ``cfg``."""
+    return measured_dry_run(workdir, write_config(workdir / "experiment.yaml", cfg))
 
 
 def expected_jobs(cfg: dict, n_classes: int, analyzed: int, analyzed_shards: int) -> dict[str, int]:
