@@ -269,6 +269,11 @@ def analysed_in_shard(wc):
     return shard_classes(wc.shard, ANALYZE)
 
 
+def analysed_in_shard_indices(wc):
+    """The models' output index of each of analysed_in_shard's classes."""
+    return [CLASS_INDEX[c] for c in analysed_in_shard(wc)]
+
+
 def compare_inputs(wc):
     a, b = pair_models(wc.pair)
     classes = analysed_in_shard(wc)

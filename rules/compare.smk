@@ -26,7 +26,7 @@ rule compare:
         acts_keys=compare_acts_keys,
         splits={"pool": POOL_SPLIT, "heldout": HELDOUT_SPLIT},
         classes=analysed_in_shard,
-        class_index=lambda wc: [CLASS_INDEX[c] for c in analysed_in_shard(wc)],
+        class_index=analysed_in_shard_indices,
         files=lambda wc: class_files("compare", analysed_in_shard(wc), pair=wc.pair),
         shared_images=config["concepts"]["shared_images"],
         min_images=config["concepts"]["min_images"],

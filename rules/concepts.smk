@@ -47,7 +47,7 @@ rule importance:
     params:
         importance=importance_settings(),
         classes=analysed_in_shard,
-        class_index=lambda wc: [CLASS_INDEX[c] for c in analysed_in_shard(wc)],
+        class_index=analysed_in_shard_indices,
         files=lambda wc: class_files("importance", analysed_in_shard(wc), model=wc.model),
     script:
         "../workflow_scripts/importance.py"
