@@ -183,3 +183,12 @@ class Chromium:
 def not_blank(image: Image.Image) -> bool:
     """A screenshot that shows something (more than 8 grey levels at 64 x 40)."""
     return len(np.unique(np.asarray(image.convert("L").resize((64, 40))))) > 8
+
+
+def screenshot_dir(tmp_path_factory, env: str, name: str) -> Path:
+    """Where a test keeps its screenshots: the folder named by the environment variable ``env`` (kept
+    after the run), else a fresh temporary folder ``name``."""
+    keep = os.environ.get(env)
+    path = Path(keep) if keep else tmp_path_factory.mktemp(name)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from chromium import not_blank
+from chromium import not_blank, screenshot_dir
 from conftest import class_file, run_snakemake
 
 from rsvc.formats import Skipped, read_compare_status, read_concept_views, read_mmcs, write_compare
@@ -64,10 +64,7 @@ def table(run) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    keep = os.environ.get("RSVC_EXPLORER_SHOTS")
-    path = Path(keep) if keep else tmp_path_factory.mktemp("explorer_shots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return screenshot_dir(tmp_path_factory, "RSVC_EXPLORER_SHOTS", "explorer_shots")
 
 
 def class_oracle(run, table) -> list[dict]:

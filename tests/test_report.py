@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chromium import not_blank
+from chromium import not_blank, screenshot_dir
 from conftest import REPO, run_snakemake
 from PIL import Image
 
@@ -160,10 +160,7 @@ def test_report_holds_every_figure_with_its_caption(report):
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    keep = os.environ.get("RSVC_REPORT_SHOTS")
-    path = Path(keep) if keep else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return screenshot_dir(tmp_path_factory, "RSVC_REPORT_SHOTS", "screenshots")
 
 
 def test_report_renders_in_headless_chromium(report, browser, shots):
