@@ -49,7 +49,8 @@ from rsvc.activations import (
 )
 from rsvc.formats import read_class_activations
 from rsvc.images import canonical_image, load_rgb, to_model_input
-from rsvc.models import ModelSpec, create_model, model_data_config, resolve_layers
+from rsvc.layers import resolve_layers
+from rsvc.models import ModelSpec, create_model, model_data_config
 from rsvc.patches import extract_patches
 
 MODELS = {"resnet18": "relu", "resnet50": "relu", "vit_small_patch16_224": "blocks"}

@@ -1,8 +1,10 @@
-"""timm models: creation from a spec, safe checkpoints, layer names and the linear head."""
+"""timm models: creation from a spec, safe checkpoints, the linear head and BatchNorm folding.
+
+Layer names and selectors live in :mod:`rsvc.layers`.
+"""
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -12,7 +14,7 @@ import numpy as np
 import timm
 import timm.data
 import torch
-from timm.layers import BatchNormAct2d
+from timm.layers import BatchNormAct2d, Conv2dSame
 from torch import nn
 
 from rsvc.specs import PRE_LOGITS, ModelSpec  # noqa: F401 - re-exported
@@ -110,77 +112,6 @@ def model_data_config(model: nn.Module) -> dict:
     return timm.data.resolve_model_data_config(model)
 
 
-def _trace_call_order(model: nn.Module, names: list[str]) -> tuple[list[str], list[str]]:
-    """Run one dummy forward; return (names called exactly once in call order, names called repeatedly)."""
-    modules = dict(model.named_modules())
-    calls: list[str] = []
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: calls.append(n)) for n in names]
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else "cpu"
-    x = torch.zeros((1, *model_data_config(model)["input_size"]), device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    counts = {n: calls.count(n) for n in names}
-    order = list(dict.fromkeys(calls))
-    return [n for n in order if counts[n] == 1], [n for n in order if counts[n] > 1]
-
-
-def relu_layer_names(model: nn.Module) -> list[str]:
-    """Every ReLU module in forward order (resnet18: 17 names ``act1, layer1.0.act1, ...``).
-
-    The order comes from one dummy forward pass. A ReLU module called more than
-    once per forward (shared, e.g. torchvision's ``Bottleneck.relu``) has no
-    single output and is refused.
-    """
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
-    if not names:
-        return []
-    once, repeated = _trace_call_order(model, names)
-    if repeated:
-        raise ValueError(f"ReLU modules called more than once per forward (ambiguous outputs): {repeated}")
-    return once
-
-
-def block_layer_names(model: nn.Module) -> list[str]:
-    """Outputs of the transformer blocks: ``["blocks.0", "blocks.1", ...]``."""
-    blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, (nn.Sequential, nn.ModuleList)):
-        raise TypeError(f"{type(model).__name__} has no 'blocks' sequence; list its layers explicitly")
-    return [f"blocks.{i}" for i in range(len(blocks))]
-
-
-def resolve_layers(model: nn.Module, layers: str | list[str]) -> list[str]:
-    """``"relu"`` | ``"blocks"`` | explicit module names (``"pre_logits"`` always allowed).
-
-    ``"pre_logits"`` is the input of the linear classifier,
-    ``model.forward_head(features, pre_logits=True)``. Unknown names raise a
-    ``ValueError`` that lists the closest valid names.
-    """
-    if layers == "relu":
-        return relu_layer_names(model)
-    if layers == "blocks":
-        return block_layer_names(model)
-    if isinstance(layers, str):
-        layers = [layers]
-    valid = [n for n, _ in model.named_modules() if n] + [PRE_LOGITS]
-    valid_set = set(valid)
-    unknown = [n for n in layers if n not in valid_set]
-    if unknown:
-        hints = {n: difflib.get_close_matches(n, valid, n=5, cutoff=0.4) for n in unknown}
-        msg = "; ".join(f"{n!r} (closest: {', '.join(h) if h else 'none'})" for n, h in hints.items())
-        raise ValueError(f"unknown layer names for {type(model).__name__}: {msg}")
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"duplicate layer names: {layers}")
-    return list(layers)
-
-
 def head_parameters(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """Linear classifier applied to ``pre_logits``: weight ``(C, d)`` and bias ``(C,)``, float64.
 
@@ -198,13 +129,30 @@ def head_parameters(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
 
 
 _FOLDABLE_NORMS = (nn.BatchNorm2d, BatchNormAct2d)
+#: Convs whose forward is F.conv2d(x, weight, bias) (Conv2dSame pads first: TF-ported EfficientNets); never a
+#: subclass that transforms its weight (e.g. weight standardisation), which a fold would break.
+_FOLDABLE_CONVS = (nn.Conv2d, Conv2dSame)
+
+
+class _DropAct(nn.Module):
+    """What is left of a folded BatchNormAct2d: its ``drop`` and ``act`` children, under the same names, so
+    that a layer ``<bn>.act`` (EfficientNet's activations) is still found and hooked after folding."""
+
+    def __init__(self, drop: nn.Module, act: nn.Module):
+        super().__init__()
+        self.drop = drop
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(x))
 
 
 class _NormLeafTracer(torch.fx.Tracer):
-    """Keeps timm's BatchNormAct2d as one call (the default tracer would inline its functional batch_norm)."""
+    """Keeps timm's BatchNormAct2d (its functional batch_norm) and Conv2dSame (its shape-dependent padding) as
+    one call each."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m) in _FOLDABLE_NORMS or super().is_leaf_module(m, qualname)
+        return type(m) in (*_FOLDABLE_NORMS, Conv2dSame) or super().is_leaf_module(m, qualname)
 
 
 def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -227,7 +175,7 @@ def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
         if (
             isinstance(src, torch.fx.Node)
             and src.op == "call_module"
-            and type(modules.get(src.target)) is nn.Conv2d
+            and type(modules.get(src.target)) in _FOLDABLE_CONVS
             and len(src.users) == 1
             and calls[str(src.target)] == calls[str(node.target)] == 1
         ):
@@ -241,8 +189,9 @@ def fold_batchnorm(model: nn.Module, keep: Iterable[str] = ()) -> int:
 
     The conv gets ``W * g / sqrt(var + eps)`` and ``(b - mean) * g / sqrt(var + eps) + beta``
     (computed in float64); a BatchNorm2d becomes ``nn.Identity`` and a BatchNormAct2d
-    ``nn.Sequential(drop, act)``, so forward hooks on its name still see the same tensor. Pairs whose conv is in ``keep`` (a layer whose
-    own output is needed) are left alone. The outputs change only by float rounding.
+    ``_DropAct(drop, act)`` (same child names), so forward hooks on its name and on its ``act`` still see
+    the same tensor. Pairs whose conv is in ``keep`` (a layer whose own output is needed) are left alone.
+    The outputs change only by float rounding.
     """
     keep = set(keep)
     modules = dict(model.named_modules())
@@ -260,7 +209,7 @@ def fold_batchnorm(model: nn.Module, keep: Iterable[str] = ()) -> int:
             conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype), requires_grad=False)
         parent_name, _, child = bn_name.rpartition(".")
         parent = modules[parent_name] if parent_name else model
-        # timm's BatchNormAct2d is batch_norm -> drop -> act: keep the last two
-        setattr(parent, child, nn.Sequential(bn.drop, bn.act) if isinstance(bn, BatchNormAct2d) else nn.Identity())
+        # timm's BatchNormAct2d is batch_norm -> drop -> act: keep the last two under their names
+        setattr(parent, child, _DropAct(bn.drop, bn.act) if isinstance(bn, BatchNormAct2d) else nn.Identity())
         folded += 1
     return folded

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rsvc.specs import PRE_LOGITS, n_patches
+from rsvc.specs import n_patches
 
 
 class ConfigError(ValueError):
@@ -119,6 +119,8 @@ def check_model(
     import timm
     import torch
 
+    from rsvc.layers import LayerSelectionError, resolve_layers
+
     key = f"models.{name}"
     if not timm.is_model(spec["timm_name"]):
         arch = spec["timm_name"].split(".")[0]
@@ -130,20 +132,19 @@ def check_model(
         kwargs["num_classes"] = spec["num_classes"]
     try:
         with torch.device("meta"):
-            model = timm.create_model(spec["timm_name"], pretrained=False, **kwargs)
+            model = timm.create_model(
+                spec["timm_name"],
+                pretrained=False,
+                pretrained_cfg_overlay=dict(spec["pretrained_cfg_overlay"]),
+                **kwargs,
+            )
     except Exception as exc:  # noqa: BLE001 - report any construction error with its key
         return [f"{key}: timm.create_model('{spec['timm_name']}', **model_kwargs) failed: {exc}"]
     errors = []
-    layers = spec["layers"]
-    if isinstance(layers, list):
-        valid = [n for n, _ in model.named_modules() if n] + [PRE_LOGITS]
-        for layer in layers:
-            if layer not in valid:
-                errors.append(
-                    f"{key}.layers: '{layer}' is not a module of {spec['timm_name']}; closest: {_closest(layer, valid)}"
-                )
-    elif layers == "blocks" and not hasattr(model, "blocks"):
-        errors.append(f"{key}.layers: 'blocks' needs a transformer with .blocks; {spec['timm_name']} has none")
+    try:  # a dummy forward pass on the meta device: shapes only, no weights
+        resolve_layers(model, spec["layers"], model_name=name)
+    except LayerSelectionError as exc:
+        errors.append(f"{key}.layers: {exc}")
     errors += _check_checkpoint(key, spec, model, checkpoint_made_by_workflow)
     out = getattr(model, "num_classes", None)
     if out is not None and out != n_classes:

@@ -76,8 +76,28 @@ class ModelSpec:
         return dataclasses.asdict(self)
 
 
-#: How whole images become a model's input for predictions (``dataset.preprocess``).
+#: How whole images become a model's input for predictions (``dataset.preprocess``); "auto" is resolved per
+#: model by :func:`prediction_preprocess`.
 PREPROCESS = ("canonical", "timm_eval")
+PREPROCESS_CHOICES = ("auto", *PREPROCESS)
+
+#: Layer selectors of ``models.<m>.layers`` (:func:`rsvc.layers.resolve_layers`); "auto" is the default.
+SELECTORS = ("auto", "activations", "relu", "blocks", "stages")
+
+
+def prediction_preprocess(preprocess: str, model: Mapping[str, Any]) -> str:
+    """The whole-image transform of one model's predictions (which decide its image sets).
+
+    ``"auto"``: ``"timm_eval"`` (the model's own timm evaluation transform: its input size, crop margin
+    ``crop_pct`` and interpolation, what pretrained weights were validated with) for every model the
+    workflow does not train; ``"canonical"`` for a model trained by the workflow (``train:``), which was
+    trained on canonical squares resized to its input size. ``"canonical"``/``"timm_eval"``: for every model.
+    """
+    if preprocess not in PREPROCESS_CHOICES:
+        raise ValueError(f"dataset.preprocess must be one of {list(PREPROCESS_CHOICES)}, got {preprocess!r}")
+    if preprocess == "auto":
+        return "canonical" if model.get("train") else "timm_eval"
+    return preprocess
 
 
 @dataclass(frozen=True)
@@ -94,7 +114,7 @@ class ExtractionSettings:
     summed in another order); ``autocast`` and ``storage_dtype`` change the stored numbers.
     """
 
-    image_size: int
+    image_size: int | None = None  # the canonical square (None: timm_eval predictions, which do not use it)
     patch_size: int | None = None  # None: whole images only (predictions)
     batch_size: int = 256
     num_workers: int = 2
@@ -116,6 +136,8 @@ class ExtractionSettings:
             raise ValueError(f"token must be 'cls' or 'mean', got {self.token!r}")
         if self.preprocess not in PREPROCESS:
             raise ValueError(f"preprocess must be one of {list(PREPROCESS)}, got {self.preprocess!r}")
+        if self.image_size is None and (self.patch_size is not None or self.preprocess == "canonical"):
+            raise ValueError("image_size is needed for patches and canonical predictions")
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError("batch_size must be >= 1 and num_workers >= 0")
 
@@ -133,16 +155,8 @@ class ExtractionSettings:
         )
 
 
-def numeric_params(dataset: Mapping[str, Any], extraction: Mapping[str, Any], model: Mapping[str, Any] | None):
-    """The extraction settings that change numbers, as rule params.
-
-    ``model=None``: whole-image predictions, always at full precision, on the canonical image or
-    the model's own timm evaluation transform (``dataset.preprocess``) (so autocast, storage_dtype, patch size and token pooling,
-    which are activation settings, never change which images a model predicts as c).
-    Otherwise: the patch activations of ``model`` (its ``token`` pooling).
-    """
-    if model is None:
-        return {"image_size": int(dataset["image_size"]), "preprocess": dataset["preprocess"]}
+def numeric_params(dataset: Mapping[str, Any], extraction: Mapping[str, Any], model: Mapping[str, Any]):
+    """The extraction settings that change the stored patch activations of ``model`` (its ``token`` pooling)."""
     return {
         "image_size": int(dataset["image_size"]),
         "patch_size": int(dataset["patch_size"]),
@@ -150,3 +164,16 @@ def numeric_params(dataset: Mapping[str, Any], extraction: Mapping[str, Any], mo
         "storage_dtype": extraction["storage_dtype"],
         "token": model["token"],
     }
+
+
+def prediction_numeric_params(dataset: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that change ``model``'s whole-image predictions (and so its image sets).
+
+    Always full precision (autocast, storage_dtype, patch size and token pooling are activation
+    settings and never change which images a model predicts as c). The canonical image size counts
+    only for ``"canonical"`` predictions: the timm evaluation transform does not use it.
+    """
+    preprocess = prediction_preprocess(dataset["preprocess"], model)
+    if preprocess == "timm_eval":
+        return {"preprocess": preprocess}
+    return {"image_size": int(dataset["image_size"]), "preprocess": preprocess}

@@ -54,7 +54,7 @@ for _key in list(config):
 sys.path.insert(0, str(Path(workflow.main_snakefile).parent))
 
 from rsvc import preflight  # noqa: E402 - pure Python, like rsvc.specs: parsing needs no numpy or torch
-from rsvc.specs import ModelSpec, numeric_params  # noqa: E402
+from rsvc.specs import ModelSpec, numeric_params, prediction_numeric_params  # noqa: E402
 
 OUT = config["outdir"]
 DATASET = config["dataset"]
@@ -204,11 +204,10 @@ def activation_params(model):
     return numeric_params(DATASET, config["extraction"], config["models"][model])
 
 
-def prediction_params():
-    """Extraction settings that change predictions: the canonical image size only
-    (always full precision, so autocast and storage_dtype never change which images
-    are classified correctly)."""
-    return numeric_params(DATASET, config["extraction"], None)
+def prediction_params(model):
+    """Settings that change `model`'s predictions: its whole-image transform (dataset.preprocess,
+    resolved per model) and, for canonical squares, their size."""
+    return prediction_numeric_params(DATASET, config["models"][model])
 
 
 def concepts_params(model):

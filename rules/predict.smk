@@ -20,7 +20,7 @@ rule predict:
         runtime=60,
     params:
         spec=lambda wc: model_params(wc.model),
-        pixels=prediction_params(),
+        pixels=lambda wc: prediction_params(wc.model),
         classes=CLASSES,
         shard_classes=lambda wc: shard_classes(wc.shard),
         pool_images_per_class=lambda wc: pool_cap(wc.split),

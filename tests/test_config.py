@@ -47,6 +47,11 @@ def _set(path, value):
     return mutate
 
 
+def _lite0_with_relu(c):
+    """An EfficientNet's activations are ReLU6 modules: "relu" finds none."""
+    c["models"]["ps"].update(timm_name="tf_efficientnet_lite0", layers="relu", model_kwargs={})
+
+
 @pytest.mark.parametrize(
     "mutate, expected",
     [
@@ -57,6 +62,7 @@ def _set(path, value):
         (_set(("dataset", "patch_size"), 200), "dataset.patch_size=200"),
         (_set(("concepts", "k"), 500), "concepts.k=500"),
         (_set(("dataset", "analyze_classes"), ["nope"]), "dataset.analyze_classes"),
+        (_lite0_with_relu, "models.ps.layers: 'relu' selects no module of model 'ps' (EfficientNet)"),
     ],
 )
 def test_semantic_config_errors_stop_before_any_job(tmp_path, demo_config, mutate, expected):

@@ -12,16 +12,14 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from rsvc.layers import block_layer_names, relu_layer_names, resolve_layers
 from rsvc.models import (
     ModelSpec,
-    block_layer_names,
     create_model,
     fold_batchnorm,
     head_parameters,
     load_state_dict_safely,
     model_data_config,
-    relu_layer_names,
-    resolve_layers,
 )
 
 RESNET = ModelSpec(
@@ -101,8 +99,8 @@ def test_block_names_and_resolve(resnet, vit):
     assert resolve_layers(resnet, ["layer2.1.act2", "pre_logits"]) == ["layer2.1.act2", "pre_logits"]
     with pytest.raises(ValueError, match="layer1.0.act1"):
         resolve_layers(resnet, ["layer1.0.act", "pre_logits"])
-    with pytest.raises(TypeError):
-        block_layer_names(resnet)
+    # a ResNet's blocks are the children of its layerN stages
+    assert block_layer_names(resnet) == [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

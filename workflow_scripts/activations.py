@@ -2,7 +2,8 @@
 
 from rsvc.activations import extract_to_h5
 from rsvc.formats import read_image_sets
-from rsvc.models import create_model, resolve_layers
+from rsvc.layers import resolve_layers
+from rsvc.models import create_model
 from rsvc.runtime import limit_threads, seed_everything, setup_logging
 from rsvc.specs import PRE_LOGITS, ExtractionSettings, ModelSpec
 
@@ -13,7 +14,7 @@ p = snakemake.params
 w = snakemake.wildcards
 settings = ExtractionSettings.from_params(p.numerics, snakemake.config["extraction"])
 model = create_model(ModelSpec(**p.spec), device="cpu")
-layers = resolve_layers(model, p.layers)
+layers = resolve_layers(model, p.layers, model_name=w.model)
 layers += [PRE_LOGITS] if PRE_LOGITS not in layers else []  # regression/importance layer, always last
 items = read_image_sets(snakemake.input.image_sets, classes=list(p.classes))
 log.info("%s on %s's %s images: %d classes, %d layers", w.model, w.owner, w.split, len(items), len(layers))
