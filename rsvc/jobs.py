@@ -316,9 +316,10 @@ def image_sets_job(
         n = len(cand)
         if min_images is not None and n < min_images:
             what = "predicted for" if by == "predicted" else "labelled as this class:"
-            counts.append(
-                (model, split, cid, n, 0, "skipped", f"{what} {n} < concepts.min_images_per_model={min_images} images")
-            )
+            reason = f"{what} {n} < concepts.min_images_per_model={min_images} images"
+            if n == 0 and by == "predicted":
+                reason = f"nothing predicted: no image is predicted as this class ({reason})"
+            counts.append((model, split, cid, n, 0, "skipped", reason))
             continue
         if n > max_images:  # the max_images lowest-ranked: a seeded sample (rsvc.compare.lowest_ranked)
             from rsvc.compare import lowest_ranked
@@ -332,7 +333,8 @@ def image_sets_job(
 
 def shard_images(root: str | Path, split: str, shard_classes: list[str], cap: int | None) -> pd.DataFrame:
     """The image files of a shard's class folders (``image_id`` relative to ``root``, ``path``, ``label``),
-    at most ``cap`` per folder in file-name order. FileNotFoundError names a missing class folder."""
+    at most ``cap`` per folder in file-name order. A missing class folder has no rows, as an empty one
+    (the preflight says where that is harmful)."""
     import pandas as pd
 
     from rsvc.images import list_image_files
@@ -341,11 +343,7 @@ def shard_images(root: str | Path, split: str, shard_classes: list[str], cap: in
     rows = []
     for cid in shard_classes:
         folder = root / split / cid
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{folder}: class folder missing for class '{cid}' (config key dataset.classes / dataset.root)"
-            )
-        files = list_image_files(folder)
+        files = list_image_files(folder) if folder.is_dir() else []
         if cap is not None and len(files) > cap:
             files = files[:cap]
         rows += [(str(f.relative_to(root)), str(f), cid) for f in files]

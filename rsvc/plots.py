@@ -619,6 +619,14 @@ def _as_image(patch: np.ndarray) -> np.ndarray:
     raise ValueError(f"patch must have shape (h, w), (h, w, 3) or (h, w, 4), got {arr.shape}")
 
 
+#: What an empty gallery row means (never padded with patches that show no difference).
+EMPTY_ROW = {
+    "top_real": "none: the concept is absent (coefficient 0) from every held-out patch",
+    "over": "none: no patch is predicted above its real coefficient",
+    "under": "none: no patch is predicted below its real coefficient",
+}
+
+
 def plot_gallery(groups: dict[str, list[tuple[np.ndarray, float, float]]], title: str) -> Figure:
     """Dissimilarity view of one concept (paper Fig. 2).
 
@@ -653,7 +661,16 @@ def plot_gallery(groups: dict[str, list[tuple[np.ndarray, float, float]]], title
                 for spine in ax.spines.values():
                     spine.set_visible(False)
                 if c == 0:
-                    ax.text(0.5, 0.5, "no patches", ha="center", va="center", color="0.4", transform=ax.transAxes)
+                    ax.text(
+                        0.05,
+                        0.5,
+                        EMPTY_ROW[key],
+                        ha="left",
+                        va="center",
+                        color="0.3",
+                        fontsize=9,
+                        transform=ax.transAxes,
+                    )
         axes[r, 0].set_ylabel(GROUP_LABELS[key], color=color, fontsize=11, fontweight="bold")
     fig.suptitle(_arrow(title), fontsize=12)
     return fig

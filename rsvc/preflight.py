@@ -68,28 +68,61 @@ def check_structure(
     return errors
 
 
-def check_dataset(root: str | Path, splits: list[str], classes: list[str], produced_by_workflow: bool) -> list[str]:
-    """Dataset folders must exist (unless the workflow draws them itself)."""
+def check_dataset(
+    root: str | Path,
+    splits: list[str],
+    classes: list[str],
+    produced_by_workflow: bool,
+    analyze: list[str] | None = None,
+    image_sets: str = "predicted",
+) -> tuple[list[str], list[str]]:
+    """Dataset folders: ``(errors, notes)``.
+
+    The split folders must exist (unless the workflow draws the dataset itself). Class folders may be
+    missing or empty where that is harmless: with ``image_sets: predicted`` (a class's images are those
+    a model predicts as it, from any folder) and, with ``labels``, for classes outside ``analyze``. One
+    note per split counts them. The class list itself is never the fix: it is the model's label order.
+    """
     if produced_by_workflow:
-        return []
+        return [], []
     root = Path(root)
     if not root.is_dir():
-        return [f"dataset.root: folder '{root}' does not exist; point dataset.root at an ImageFolder tree"]
-    errors = []
+        return [f"dataset.root: folder '{root}' does not exist; point dataset.root at an ImageFolder tree"], []
+    analyze = list(classes if analyze is None else analyze)
+    errors, notes = [], []
     for split in splits:
-        if not (root / split).is_dir():
+        folder = root / split
+        if not folder.is_dir():
             errors.append(
-                f"dataset.pool_split/heldout_split: folder '{root / split}' does not exist; "
+                f"dataset.pool_split/heldout_split: folder '{folder}' does not exist; "
                 f"the splits found are: {', '.join(sorted(p.name for p in root.iterdir() if p.is_dir()))}"
             )
             continue
-        missing = [c for c in classes if not (root / split / c).is_dir()]
-        if missing:
+        present = {p.name for p in folder.iterdir() if p.is_dir()}
+        missing = [c for c in classes if c not in present]
+        if len(missing) == len(classes):
             errors.append(
-                f"dataset.classes: {len(missing)} class folders missing under '{root / split}' "
-                f"(e.g. {', '.join(missing[:3])}); fix dataset.classes or the dataset layout"
+                f"dataset.root: no folder under '{folder}' is named after a class id of dataset.classes "
+                f"(found e.g. {', '.join(sorted(present)[:3]) or 'nothing'}; class ids e.g. {', '.join(classes[:3])}); "
+                "name the class folders by class id"
             )
-    return errors
+            continue
+        if image_sets == "labels":
+            needed = [c for c in analyze if c in set(missing)]
+            if needed:
+                errors.append(
+                    f"dataset.image_sets: labels takes the images of folder c for class c, and {len(needed)} analysed "
+                    f"classes have no folder under '{folder}' (e.g. {', '.join(needed[:3])}); add those folders, "
+                    "leave them out of dataset.analyze_classes, or use dataset.image_sets: predicted "
+                    "(dataset.classes stays as it is: it is the models' label order)"
+                )
+        if missing:
+            notes.append(
+                f"dataset: {len(missing)} of {len(classes)} class folders missing under '{folder}' (e.g. "
+                f"{', '.join(missing[:3])}); harmless: those classes only have the images the models predict as them"
+                + (" (dataset.image_sets: predicted)" if image_sets == "predicted" else " and are not analysed")
+            )
+    return errors, notes
 
 
 def model_checks_unavailable() -> str | None:

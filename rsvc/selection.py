@@ -5,6 +5,9 @@ concept is), then the top-n over-predicted (``pred - real`` largest) and the
 top-n under-predicted (``real - pred`` largest) patches. Each view takes at
 most one patch per image (its best-ranked one), and the over/under views skip
 the images already shown in the top-real view. Ties keep the lower row index.
+Only patches whose score is above zero qualify: a patch where the concept is
+absent (real 0) is not a "top real" patch, and one whose residual is zero is
+not a difference, so a view may hold fewer than n patches (or none).
 """
 
 from __future__ import annotations
@@ -44,11 +47,11 @@ def dissimilarity_views(real: np.ndarray, pred: np.ndarray, image_ids: np.ndarra
     image_ids = np.asarray(image_ids)
     if not (real.shape == pred.shape == image_ids.shape) or real.ndim != 1:
         raise ValueError("real, pred and image_ids must be (m,) arrays of equal length")
-    everything = np.ones(real.shape, dtype=bool)
-    top_real = _top_one_per_image(real, image_ids, n, everything)
+    top_real = _top_one_per_image(real, image_ids, n, real > 0)
     rest = ~np.isin(image_ids, image_ids[top_real])
+    over, under = pred - real, real - pred
     return DissimilarityViews(
         top_real=top_real,
-        over=_top_one_per_image(pred - real, image_ids, n, rest),
-        under=_top_one_per_image(real - pred, image_ids, n, rest),
+        over=_top_one_per_image(over, image_ids, n, rest & (over > 0)),
+        under=_top_one_per_image(under, image_ids, n, rest & (under > 0)),
     )

@@ -84,7 +84,17 @@ def run_status(
     classes = dict.fromkeys(c for cs in analysed.values() for c in cs)
     for split, present in sorted(labels.items()):
         status += [
-            ("dataset", "", split, cid, "empty", "class folder has no images") for cid in classes if cid not in present
+            (
+                "dataset",
+                "",
+                split,
+                cid,
+                "no_own_images",
+                "no images of its own (class folder missing or empty): its image sets hold only images of other "
+                "folders that a model predicts as it",
+            )
+            for cid in classes
+            if cid not in present
         ]
     for path in activations:
         skipped += [("activations", r.path, r.reason) for r in read_skipped_images(path).itertuples()]

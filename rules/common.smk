@@ -403,15 +403,19 @@ def _runs_locally():
 
 if workflow.is_main_process:
     _errors = preflight.check_structure(config, CLASSES, ANALYZE, PAIRS)
-    _errors += preflight.check_dataset(
+    _dataset_errors, _dataset_notes = preflight.check_dataset(
         DATASET["root"],
         SPLITS,
         CLASSES,
         produced_by_workflow="synthetic" in config and Path(DATASET["root"]).parent == Path(SYN["root"]),
+        analyze=ANALYZE,
+        image_sets=DATASET["image_sets"],
     )
+    _errors += _dataset_errors
     _model_errors, _notes = preflight.check_models_cached(
         config["models"], len(CLASSES), made_by_workflow=TRAINED, cache=Path(".snakemake/rsvc_preflight.json")
     )
+    _notes = _dataset_notes + _notes
     _errors += _model_errors
     _device_errors, _notes_device = preflight.check_device(config["extraction"]["device"], _runs_locally())
     _errors += _device_errors

@@ -123,3 +123,11 @@ def test_writing_the_config_keys_in_another_order_reruns_nothing(tiny_run, tmp_p
     shuffled = _reversed_keys(cfg)
     assert list(shuffled["dataset"]) != list(cfg["dataset"])  # the test does reorder
     assert dry_run_jobs(workdir, shuffled, tmp_path / "reordered.yaml") == []
+
+
+def test_preprocess_auto_is_canonical_for_the_models_the_workflow_trains(tiny_run, tmp_path):
+    """dataset.preprocess: auto (the default) resolves to canonical for trained models (what they were
+    trained on): writing it out explicitly changes no number, so it reruns nothing."""
+    workdir, cfg = tiny_run
+    assert "preprocess" not in cfg["dataset"]
+    assert dry_run_jobs(workdir, _set(cfg, "dataset.preprocess", "canonical"), tmp_path / "canonical.yaml") == []

@@ -10,7 +10,7 @@ def brute_force(real, pred, image_ids, n):
     def pick(score, banned):
         chosen, seen = [], set(banned)
         for r in sorted(range(len(score)), key=lambda r: (-score[r], r)):
-            if image_ids[r] not in seen:
+            if score[r] > 0 and image_ids[r] not in seen:
                 chosen.append(r)
                 seen.add(image_ids[r])
             if len(chosen) == n:
@@ -37,3 +37,19 @@ def test_matches_brute_force(seed, n):
     assert len(set(image_ids[v.top_real])) == len(v.top_real)
     assert not set(image_ids[v.over]) & set(image_ids[v.top_real])
     assert not set(image_ids[v.under]) & set(image_ids[v.top_real])
+    assert (real[v.top_real] > 0).all() and (pred - real)[v.over].min(initial=1) > 0
+    assert (real - pred)[v.under].min(initial=1) > 0
+
+
+def test_zero_residuals_and_absent_concepts_are_never_shown():
+    """A concept present in 3 images, predicted exactly except on one patch: one over-predicted patch, no
+    under-predicted one, and no top-real patch with coefficient 0 (the rows are not padded to n)."""
+    image_ids = np.repeat([f"img{i}" for i in range(8)], 4)
+    real = np.zeros(32)
+    real[[0, 4, 8]] = [3.0, 2.0, 1.0]
+    pred = real.copy()
+    pred[13] = 0.5
+    v = dissimilarity_views(real, pred, image_ids, n=10)
+    assert v.top_real.tolist() == [0, 4, 8]
+    assert v.over.tolist() == [13]
+    assert v.under.tolist() == []

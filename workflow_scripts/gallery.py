@@ -2,7 +2,7 @@
 
 from rsvc import plots
 from rsvc.formats import read_concept_table
-from rsvc.galleries import concept_gallery, gallery_direction, pick_concept
+from rsvc.galleries import concept_gallery, gallery_direction, nothing_to_show, pick_concept
 from rsvc.io import save_figure
 from rsvc.patches import patch_boxes
 from rsvc.runtime import setup_logging
@@ -17,11 +17,8 @@ boxes = patch_boxes(p.pixels["image_size"], p.pixels["patch_size"])
 for name, out in zip(p.names, snakemake.output, strict=True):
     row = pick_concept(table, name, models, p.class0, p.similarity_threshold)
     if row is None:
-        text = (
-            f"No concept qualifies for '{name}'\n(flagged unique: CMCS interval below "
-            f"{p.similarity_threshold} and below the concept's stability floor)"
-        )
-        save_figure(plots.plot_message(text), out)
+        save_figure(plots.plot_message(nothing_to_show(table, name, models, p.class0)), out)
+        log.info("%s: nothing to show", name)
         continue
     src, tgt = gallery_direction(name, models)
     cid, concept = row["class_id"], int(row["concept"])

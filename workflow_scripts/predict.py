@@ -11,8 +11,14 @@ limit_threads(snakemake.threads)
 seed_everything(0)
 p = snakemake.params
 images = shard_images(snakemake.input.data, snakemake.wildcards.split, list(p.shard_classes), p.pool_images_per_class)
-for cid in sorted(set(p.shard_classes) - set(images["label"])):
-    log.warning("class %s: its folder has no images", cid)
+no_images = [cid for cid in p.shard_classes if cid not in set(images["label"])]
+if no_images:
+    log.info(
+        "%d of %d classes of this shard have no images of their own (folder missing or empty), e.g. %s",
+        len(no_images),
+        len(p.shard_classes),
+        ", ".join(no_images[:5]),
+    )
 settings = ExtractionSettings.from_params(p.pixels, snakemake.config["extraction"], batch_key="predict_batch_size")
 model = create_model(ModelSpec(**p.spec), device="cpu")
 table = predictions_job(model, images, list(p.classes), settings)
