@@ -148,7 +148,7 @@ def workflow_modules(repo: Path = REPO) -> dict[str, list[str]]:
             files.append(p)
     files = list(dict.fromkeys(f.resolve() for f in files))  # workflow_scripts/rsvc links to rsvc/
     local = {p.stem for p in (repo / "tests").glob("*.py")} | {p.stem for p in (repo / "benchmarks").glob("*.py")}
-    local |= {"rsvc", "snakemake_script"}
+    local.add("rsvc")
     found: dict[str, list[str]] = {}
     for f in files:
         for mod in _imports_of(f):
