@@ -73,7 +73,9 @@ START=$SECONDS
 {
     echo "plan: ${BUDGET_S} s in all (BUDGET_S); steps:$STEPS; each step's limit, cut to the time left:"
     for s in wheels sustained paper demo_cpu demo_device compare compile fp32; do
-        if want "${s%%_*}"; then printf '  %-12s %5d s\n' "$s" $((LIMIT[$s] * SCALE)); fi
+        group=$s
+        [[ $s == demo_* || $s == compare ]] && group=demo
+        if want "$group"; then printf '  %-12s %5d s\n' "$s" $((LIMIT[$s] * SCALE)); fi
     done
 } | tee "$RESULTS/logs.txt"
 : >"$RESULTS/extraction.jsonl"

@@ -187,6 +187,7 @@ def closure(
     requirement that a device package's known version does not satisfy.
     """
     carried: dict[str, str] = {}
+    metadata: dict[str, list[str]] = {}
     on_device: set[str] = set()
     warnings: list[str] = []
     seen: set[tuple[str, frozenset]] = set()
@@ -199,14 +200,15 @@ def closure(
             if req is not None and have and req.specifier and not req.specifier.contains(have, prereleases=True):
                 warnings.append(f"{asked_by} asks for {req}; the device has {name} {have}")
             continue
+        if name not in carried:
+            carried[name], metadata[name] = requires(name)
+        version = carried[name]
+        if req is not None and req.specifier and not req.specifier.contains(version, prereleases=True):
+            raise WheelError(f"{asked_by} asks for {req}, but constraints.txt pins {name}=={version}")
         if (name, extras) in seen:
             continue
         seen.add((name, extras))
-        version, lines = requires(name)
-        carried[name] = version
-        if req is not None and req.specifier and not req.specifier.contains(version, prereleases=True):
-            raise WheelError(f"{asked_by} asks for {req}, but constraints.txt pins {name}=={version}")
-        for line in lines:
+        for line in metadata[name]:
             dep = Requirement(line)
             envs = [{**TARGET_ENV, "extra": e} for e in sorted(extras) or [""]]
             if dep.marker is not None and not any(dep.marker.evaluate(env) for env in envs):
