@@ -55,18 +55,18 @@ WORKERS=$((CORES > 13 ? 12 : (CORES > 2 ? CORES - 1 : 1)))
 
 if ((SMOKE)); then
     DEVICE=cpu BUDGET_S=${BUDGET_S:-3600} SCALE=5
-    PAPER_MODELS=(resnet18 resnet50) BATCHES=(16 32) IMAGES=2 REPEAT=1 SECONDS_LOOP=5
+    PAPER_MODELS=(resnet50 resnet18) BATCHES=(16 32) IMAGES=2 REPEAT=1 SECONDS_LOOP=5
     SUSTAINED_MODEL=resnet18 SUSTAINED_BATCH=32 COMPILE_MODELS=(resnet18) COMPILE_BATCHES=(16)
 else
     DEVICE=cuda BUDGET_S=${BUDGET_S:-420} SCALE=1
-    PAPER_MODELS=(resnet18 resnet50) BATCHES=(256 1024) IMAGES=64 REPEAT=4 SECONDS_LOOP=20
-    SUSTAINED_MODEL=resnet50 SUSTAINED_BATCH=256 COMPILE_MODELS=(resnet18 resnet50) COMPILE_BATCHES=(256 1024)
+    PAPER_MODELS=(resnet50 resnet18) BATCHES=(256 1024) IMAGES=64 REPEAT=4 SECONDS_LOOP=20
+    SUSTAINED_MODEL=resnet50 SUSTAINED_BATCH=256 COMPILE_MODELS=(resnet50 resnet18) COMPILE_BATCHES=(256 1024)
 fi
 VIT=vit_small_patch16_224
 STEPS=" ${STEPS:-wheels sustained paper demo compile fp32} "
 want() { [[ $STEPS == *" $1 "* ]]; }
 # each step's limit in seconds (x SCALE), cut to what is left of BUDGET_S when it starts
-declare -A LIMIT=([wheels]=45 [sustained]=75 [paper]=75 [demo_cpu]=120 [demo_device]=90 [compare]=30
+declare -A LIMIT=([wheels]=45 [sustained]=75 [paper]=75 [demo_cpu]=180 [demo_device]=120 [compare]=30
     [compile]=180 [fp32]=60)
 
 START=$SECONDS
@@ -84,7 +84,7 @@ printf 'step\tstatus\tseconds\n' >"$WORK/steps.tsv"
 # step NAME CMD...: run CMD with a timeout of min(LIMIT[NAME] x SCALE, time left), log to logs.txt,
 # record ok / timeout / failed (rc) / skipped in steps.tsv; never stops the script.
 step() {
-    local name=$1 limit=${LIMIT[$1]} left rc=0 t0=$SECONDS status
+    local name=$1 limit=${LIMIT[$1]} left rc=0 t0=$SECONDS status cmd
     shift
     limit=$((limit * SCALE))
     left=$((BUDGET_S - (SECONDS - START)))
@@ -94,7 +94,9 @@ step() {
         echo "== $name: skipped, the budget is spent" | tee -a "$RESULTS/logs.txt"
         return 0
     fi
-    echo "== $name (limit ${limit} s, $((SECONDS - START)) s of ${BUDGET_S} s spent): $*" | tee -a "$RESULTS/logs.txt"
+    cmd="$*"
+    ((${#cmd} > 300)) && cmd="${cmd:0:300} ..."
+    echo "== $name (limit ${limit} s, $((SECONDS - START)) s of ${BUDGET_S} s spent): $cmd" | tee -a "$RESULTS/logs.txt"
     timeout --kill-after=10 "$limit" "$@" >"$WORK/$name.log" 2>&1 || rc=$?
     tail -n 60 "$WORK/$name.log" | grep -v '%|' >>"$RESULTS/logs.txt" || true
     case $rc in

@@ -116,7 +116,14 @@ def projection(runs: list[dict], config_path: Path = PAPER_RUN) -> dict:
             row[label] = {"rate": rate, "batch_size": batch, "seconds": row["forwards"] / rate}
             totals[label] = totals.get(label, 0.0) + row[label]["seconds"]
         per_model[name] = row
-    return {**passes, "per_model": per_model, "total_seconds": totals, "config": str(config_path.relative_to(REPO))}
+    devices = sorted({r.get("device", "?") for r in runs if r["mode"].startswith("bf16+cl")})
+    return {
+        **passes,
+        "per_model": per_model,
+        "total_seconds": totals,
+        "config": str(config_path.relative_to(REPO)),
+        "devices": devices,
+    }
 
 
 def summarise(results: Path, steps: Path | None, sustained_model: str, total_seconds: float | None) -> dict:
@@ -200,12 +207,14 @@ def render(summary: dict) -> str:
             "",
             f"projected GPU time of {p['config']} ({p['classes']} classes; per model {p['predict']:,} predictions + "
             f"{p['activations']:,} patch forwards of {p['patches_per_image']} per image), at the best bf16 "
-            "channels-last rate measured above:",
+            f"channels-last rate measured above (on {', '.join(p['devices']) or 'nothing'}):",
         ]
         for name, r in p["per_model"].items():
             parts = [
                 f"{label} {_fmt(r[label]['rate'])}/s (batch {r[label]['batch_size']}) -> "
                 f"{_fmt(r[label]['seconds'] / 60, '.1f')} min"
+                if r[label]["batch_size"]
+                else f"{label} not measured"
                 for label in ("eager", "compile")
             ]
             lines.append(f"  {name} ({r['arch']}, {r['forwards']:,} forwards): " + "; ".join(parts))
