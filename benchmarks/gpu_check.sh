@@ -150,6 +150,7 @@ for name in ("snakemake", "celer", "torch", "timm", "h5py", "sklearn", "pandas",
         print(f"{name:10s} not importable: {e}")
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
 PY
+    if [[ -d $WHEEL_SITE ]]; then "$PYTHON" benchmarks/gpu_wheels.py unmet --site "$WHEEL_SITE"; fi
     if command -v nvidia-smi >/dev/null; then nvidia-smi; else echo "no nvidia-smi"; fi
 } >"$RESULTS/env.txt" 2>&1 || true
 if ((!SMOKE)) && ! "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then

@@ -16,6 +16,7 @@ left is carried at the version constraints.txt pins.
     python benchmarks/gpu_wheels.py download   # fetch it into .whl/ from PyPI, then check (make gpu-wheels)
     python benchmarks/gpu_wheels.py check      # .whl/ against its own metadata, the pins and the 64 MiB limit
     python benchmarks/gpu_wheels.py device-needs   # the device's packages the workflow uses (a test venv)
+    python3 benchmarks/gpu_wheels.py unmet --site DIR  # on the device: what the installed wheels need and miss
 
 ``check`` (also run by ``download``) fails, naming the file and the fix, when a wheel is missing,
 left over, a second version, not at its pin, already on the device, not for CPython 3.12 manylinux
@@ -379,13 +380,35 @@ def download(folder: Path = WHEELS) -> list[str]:
     return check(folder)
 
 
+def unmet(site: Path) -> list[str]:
+    """Requirements of the distributions installed in ``site`` that this interpreter's packages do not meet
+    (on the device: the carried wheels against the image's versions, which are known there only)."""
+    problems = []
+    for dist in importlib.metadata.distributions(path=[str(site)]):
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            try:
+                have = importlib.metadata.version(req.name)
+            except importlib.metadata.PackageNotFoundError:
+                problems.append(f"{dist.metadata['Name']} {dist.version} needs {req}: not installed")
+                continue
+            if req.specifier and not req.specifier.contains(have, prereleases=True):
+                problems.append(f"{dist.metadata['Name']} {dist.version} needs {req}, found {have}")
+    return sorted(set(problems))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("plan", "download", "check", "device-needs"))
+    parser.add_argument("command", choices=("plan", "download", "check", "device-needs", "unmet"))
     parser.add_argument("--folder", type=Path, default=WHEELS)
+    parser.add_argument("--site", type=Path, default=None, help="unmet: the folder the wheels were installed in")
     args = parser.parse_args()
     try:
-        if args.command in ("plan", "device-needs"):
+        if args.command == "unmet":
+            lines = unmet(args.site) or [f"every requirement of the packages in {args.site} is met"]
+        elif args.command in ("plan", "device-needs"):
             pins, device = read_pins(), read_device()
             carried, on_device, warnings = closure(roots(), installed_requires(pins), device)
             if args.command == "plan":

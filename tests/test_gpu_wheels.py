@@ -100,3 +100,21 @@ def test_the_carried_folder_passes_and_a_broken_copy_is_caught(plan, tmp_path):
     shutil.copy(copy / next(copy.glob("yte-*.whl")).name, copy / "h5py-3.16.0-py3-none-any.whl")
     with pytest.raises(gw.WheelError, match="the device has h5py already"):
         gw.check(copy)
+
+
+def test_unmet_names_what_an_installed_folder_needs_and_this_interpreter_lacks(tmp_path):
+    info = tmp_path / "carried-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: carried\nVersion: 1.0\n"
+        "Requires-Dist: pytest\nRequires-Dist: numpy>=99\nRequires-Dist: no-such-package-rsvc\n"
+        "Requires-Dist: sphinx; extra == 'docs'\nRequires-Dist: pytest<1; python_version < '3'\n"
+    )
+    import numpy
+
+    assert gw.unmet(tmp_path) == [
+        "carried 1.0 needs no-such-package-rsvc: not installed",
+        f"carried 1.0 needs numpy>=99, found {numpy.__version__}",
+    ]
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: carried\nVersion: 1.0\nRequires-Dist: pytest\n")
+    assert gw.unmet(tmp_path) == []
