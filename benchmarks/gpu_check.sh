@@ -118,7 +118,9 @@ trap cleanup EXIT
 # ---------------------------------------------------------------- 0. the carried wheels
 # pip --target into an empty folder: nothing of the image's own packages is touched, and no second
 # copy of one comes along (benchmarks/gpu_wheels.py leaves out what the device has)
-if want wheels && compgen -G ".whl/*.whl" >/dev/null; then
+if want wheels && "$PYTHON" -c 'import snakemake, celer' 2>/dev/null; then
+    printf 'wheels\tskipped (%s imports snakemake and celer already)\t0\n' "$PYTHON" >>"$WORK/steps.tsv"
+elif want wheels && compgen -G ".whl/*.whl" >/dev/null; then
     mkdir -p "$WHEEL_SITE"
     step wheels "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WHEEL_SITE" \
         .whl/*.whl
