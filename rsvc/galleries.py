@@ -51,7 +51,7 @@ def nothing_to_show(table: pd.DataFrame, name: str, models: tuple[str, str], cla
     n_unique = int(pd.to_numeric(rows["unique"], errors="coerce").fillna(0).astype(bool).sum())
     found = f"{n_unique} concept{'s' if n_unique != 1 else ''}" if n_unique else "no concept"
     return (
-        f"Nothing to show: {found} of {tgt} {'is' if n_unique == 1 else 'are'} flagged unique from {src} in this run,\n"
+        f"Nothing to show: {found} of {tgt} {'are' if n_unique > 1 else 'is'} flagged unique from {src} in this run,\n"
         f"so there is no #{i + 1} most important unique concept (column 'unique' of the concept table)"
     )
 

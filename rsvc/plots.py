@@ -661,7 +661,7 @@ def plot_gallery(groups: dict[str, list[tuple[np.ndarray, float, float]]], title
                 for spine in ax.spines.values():
                     spine.set_visible(False)
                 if c == 0:
-                    ax.text(
+                    note = ax.text(
                         0.05,
                         0.5,
                         EMPTY_ROW[key],
@@ -671,6 +671,7 @@ def plot_gallery(groups: dict[str, list[tuple[np.ndarray, float, float]]], title
                         fontsize=9,
                         transform=ax.transAxes,
                     )
+                    note.set_in_layout(False)  # it runs over the empty columns; the layout keeps the patch grid
         axes[r, 0].set_ylabel(GROUP_LABELS[key], color=color, fontsize=11, fontweight="bold")
     fig.suptitle(_arrow(title), fontsize=12)
     return fig

@@ -305,7 +305,8 @@ def test_gallery_rows_colours_and_text(tmp_path):
             assert ax.get_xlabel() == f"real {item[1]:.2f} / pred {item[2]:.2f}"
             assert all(mcolors.same_color(s.get_edgecolor(), plots.GROUP_COLORS[key]) for s in ax.spines.values())
     assert plots.GROUP_COLORS == {"top_real": "#2ca02c", "over": "#ff7f0e", "under": "#1f77b4"}
-    assert "no patches" in [t.get_text() for t in axes[2, 0].texts]
+    assert [t.get_text() for t in axes[2, 0].texts] == [plots.EMPTY_ROW["under"]]
+    assert plots.EMPTY_ROW["under"].startswith("none: no patch is predicted below")
     assert not axes[1, 1].images and not axes[2, 1].images
     assert_png(fig, tmp_path / "gallery.png")
     with pytest.raises(ValueError):
