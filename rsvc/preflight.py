@@ -33,12 +33,23 @@ def check_structure(
     """Problems that need no model and no file system access."""
     errors: list[str] = []
     models = list(config["models"])
+    first: dict[frozenset[str], int] = {}  # each unordered pair -> where it is first listed
     for i, (a, b) in enumerate(pairs):
         for m in (a, b):
             if m not in models:
                 errors.append(f"pairs[{i}]: unknown model '{m}'; models are: {', '.join(models)}")
         if a == b:
             errors.append(f"pairs[{i}]: a model is compared with itself ('{a}'); list two different models")
+        j = first.setdefault(frozenset((a, b)), i)
+        if j != i:
+            a0, b0 = pairs[j]
+            how = "again" if (a0, b0) == (a, b) else "in the other order"
+            errors.append(
+                f"pairs[{i}]: [{a}, {b}] is pairs[{j}] [{a0}, {b0}] {how}; a pair's results already hold both "
+                f"directions ({a0}'s concepts predicted from {b0} and {b0}'s from {a0}), so list each pair once"
+            )
+    for key, ids in (("dataset.classes", classes), ("synthetic.classes", config.get("synthetic", {}).get("classes"))):
+        errors += [f"{key}: {problem}" for problem in _class_id_problems(ids or [])]
     unknown = [c for c in analyze if c not in set(classes)]
     if unknown:
         errors.append(f"dataset.analyze_classes: {unknown[:5]} not in dataset.classes; use ids from the class list")
@@ -66,6 +77,18 @@ def check_structure(
             "as many images as folds"
         )
     return errors
+
+
+def _class_id_problems(classes: list[str]) -> list[str]:
+    """Class ids that are no plain folder name: each is a folder of the dataset (<root>/<split>/<id>) and
+    names files of the outputs (<id>.h5), so '', '.', '..' and ids with '/' would point elsewhere."""
+    bad = [c for c in classes if c in ("", ".", "..") or "/" in c or "\0" in c]
+    if not bad:
+        return []
+    return [
+        f"{', '.join(repr(c) for c in bad[:5])}: a class id is a folder name (<root>/<split>/<id>) and a file "
+        "name of the outputs, so it must not be empty, '.' or '..' nor contain '/'; rename the class folder"
+    ]
 
 
 def check_dataset(root: str | Path, splits: list[str], classes: list[str], produced_by_workflow: bool) -> list[str]:

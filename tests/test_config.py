@@ -195,3 +195,40 @@ def test_a_yaml_error_in_the_default_config_names_file_and_line(tmp_path):
     assert proc.returncode == 1
     assert "config.yaml, line 13, column 1: not valid YAML" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _rename_model(old, new):
+    def mutate(c):
+        c["models"] = {(new if m == old else m): spec for m, spec in c["models"].items()}
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        # model names are folder names of the outputs: path-like ones would write outside their folders
+        (_rename_model("ps", ".."), "models: '..' does not match"),
+        (_rename_model("ps", "."), "models: '.' does not match"),
+        (_rename_model("ps", ".hidden"), "models: '.hidden' does not match"),
+        # a pair listed twice, in either order, is refused with both places named
+        (_set(("pairs",), [["ps", "nc"], ["nc", "ps"]]), "pairs[1]: [nc, ps] is pairs[0] [ps, nc] in the other order"),
+        (_set(("pairs",), [["ps", "nc"], ["ps", "nc"]]), "pairs[1]: [ps, nc] is pairs[0] [ps, nc] again"),
+        # class ids are folder names too
+        (_set(("dataset", "classes"), ["disc", "..", "cross", "triangle", "star", "bars"]), "dataset.classes: '..'"),
+        (
+            _set(("synthetic", "classes"), ["disc", "a/b", "cross", "triangle", "star", "bars"]),
+            "synthetic.classes: 'a/b'",
+        ),
+    ],
+)
+def test_path_like_names_and_repeated_pairs_are_refused_at_dry_run(tmp_path, demo_config, mutate, expected):
+    mutate(demo_config)
+    proc = _dry_run(tmp_path, demo_config)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert expected in out, out[-3000:]
+    if "models:" in expected:  # the rule is stated with the refusal
+        assert "must be a plain name" in out and "never '.', '..'" in out, out[-3000:]
+    assert "Traceback" not in out and "Job stats" not in out, out[-3000:]
+    assert not (tmp_path / "results").exists()  # nothing written, in or out of the output folder
