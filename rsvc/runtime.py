@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -11,8 +12,31 @@ from pathlib import Path
 import numpy as np
 
 
+def _report_full_disk(exc_type, exc, tb) -> None:
+    """``sys.excepthook`` of a job: a :class:`rsvc.io.DiskFullError` is written to the log and to the
+    console (the job's own stderr, which setup_logging redirected to the log) and the process exits
+    with status 1 at once: HDF5 crashes (SIGSEGV) when it closes, at exit, a file whose flush failed
+    on a full disk. Any other exception gets Python's usual traceback (into the log)."""
+    from rsvc.io import DiskFullError
+
+    if not isinstance(exc, DiskFullError):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    import traceback
+
+    with contextlib.suppress(Exception):  # the log is on the full disk too, perhaps
+        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        sys.__stderr__.write(f"\nDiskFullError: {exc.strerror}\n")
+        sys.__stderr__.flush()
+    os._exit(1)
+
+
 def setup_logging(log_path: str | os.PathLike | None, name: str = "rsvc") -> logging.Logger:
-    """Send log records (and warnings, tqdm progress on stderr) to ``log_path``."""
+    """Send log records (and warnings, tqdm progress on stderr) to ``log_path``; a full disk ends the job
+    with its reason on the console (:func:`_report_full_disk`)."""
+    sys.excepthook = _report_full_disk
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
