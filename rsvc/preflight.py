@@ -8,6 +8,7 @@ that a typo costs seconds, not a cluster allocation. Structural errors
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -79,16 +80,28 @@ def check_structure(
     return errors
 
 
+# Snakemake (9) reads "<name>" in a file path as a path variable (snakemake.pathvars.PATHVAR_REGEX).
+_PATHVAR = re.compile(r"<[a-z][a-z0-9_]*>")
+
+
 def _class_id_problems(classes: list[str]) -> list[str]:
-    """Class ids that are no plain folder name: each is a folder of the dataset (<root>/<split>/<id>) and
-    names files of the outputs (<id>.h5), so '', '.', '..' and ids with '/' would point elsewhere."""
+    """Class ids that cannot be file names of the outputs: each is a folder of the dataset
+    (<root>/<split>/<id>) and names output files (<id>.h5) that Snakemake reads as patterns."""
+    problems = []
     bad = [c for c in classes if c in ("", ".", "..") or "/" in c or "\0" in c]
-    if not bad:
-        return []
-    return [
-        f"{', '.join(repr(c) for c in bad[:5])}: a class id is a folder name (<root>/<split>/<id>) and a file "
-        "name of the outputs, so it must not be empty, '.' or '..' nor contain '/'; rename the class folder"
-    ]
+    if bad:
+        problems.append(
+            f"{', '.join(repr(c) for c in bad[:5])}: a class id is a folder name (<root>/<split>/<id>) and a file "
+            "name of the outputs, so it must not be empty, '.' or '..' nor contain '/'; rename the class folder"
+        )
+    bad = [c for c in classes if "{" in c or "}" in c or _PATHVAR.search(c)]
+    if bad:
+        problems.append(
+            f"{', '.join(repr(c) for c in bad[:5])}: a class id names output files, in which Snakemake reads "
+            "'{...}' as a wildcard and '<name>' (lower-case letters, digits, '_') as a path variable; rename the "
+            "class folder (a readable name with any characters can follow the id in a class-list file)"
+        )
+    return problems
 
 
 def check_dataset(root: str | Path, splits: list[str], classes: list[str], produced_by_workflow: bool) -> list[str]:

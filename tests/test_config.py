@@ -220,6 +220,10 @@ def _rename_model(old, new):
             _set(("synthetic", "classes"), ["disc", "a/b", "cross", "triangle", "star", "bars"]),
             "synthetic.classes: 'a/b'",
         ),
+        (
+            _set(("dataset", "classes"), ["disc", "x<b>y", "{c}", "triangle", "star", "bars"]),
+            "dataset.classes: 'x<b>y', '{c}': a class id names output files",
+        ),
     ],
 )
 def test_path_like_names_and_repeated_pairs_are_refused_at_dry_run(tmp_path, demo_config, mutate, expected):
