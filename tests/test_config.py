@@ -169,9 +169,13 @@ def test_a_truncated_result_file_is_named_with_the_fix(tmp_path):
     write_concepts(path, c, {"k": 3})
     np.testing.assert_array_equal(read_concepts(path).W["pre_logits"], c.W["pre_logits"])
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(DamagedFileError, match="delete it and run again") as err:
+    with pytest.raises(DamagedFileError, match="damaged or cut short") as err:
         read_concepts(path)
     assert str(path) in str(err.value)
+    assert f"snakemake --forcerun {path}" in str(err.value)  # a file output: the file itself
+    (tmp_path / ".snakemake_timestamp").touch()  # a file inside a directory() output: the folder
+    with pytest.raises(DamagedFileError, match=f"snakemake --forcerun {tmp_path}` plus the options"):
+        read_concepts(path)
 
 
 def test_a_yaml_error_in_the_default_config_names_file_and_line(tmp_path):
