@@ -7,7 +7,8 @@ a class-list file (``<id>\\t<name>``), rerun only the jobs that show names (aggr
 explorer). The slow variant draws a dataset whose class ids (folder names) carry payloads too and
 runs the workflow from scratch. The report half checks the workaround in ``rules/report.smk`` (docs/security.md).
 
-Set ``RSVC_SECURITY_RUN=<dir>`` to use a completed run with such names (a copy of it) instead.
+Set ``RSVC_TINY_RUN=<dir>`` to start from a completed tiny run (a copy) instead of ``tiny_run``, or
+``RSVC_SECURITY_RUN=<dir>`` to use a completed run that already has such names (a copy of it).
 """
 
 from __future__ import annotations
@@ -67,9 +68,13 @@ def hostile(tmp_path_factory, request):
         shutil.copytree(reuse, workdir, symlinks=True, dirs_exist_ok=True)
         cfg = yaml.safe_load((workdir / "tiny.yaml").read_text())
     elif request.param == "names":
-        source, base = request.getfixturevalue("tiny_run")
-        shutil.copytree(source, workdir, symlinks=True, dirs_exist_ok=True)
-        cfg = json.loads(json.dumps(base))
+        tiny = os.environ.get("RSVC_TINY_RUN")  # as in test_report.py: a completed tiny run to copy
+        source = Path(tiny) if tiny else request.getfixturevalue("tiny_run")[0]
+        shutil.copytree(
+            source, workdir, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".venv", ".git")
+        )
+        cfg = yaml.safe_load((workdir / "tiny.yaml").read_text())
+        cfg["dataset"].pop("class_names", None)
         ids = list(cfg["dataset"]["classes"])
         (workdir / "classes.txt").write_text("".join(f"{c}\t{n}\n" for c, n in zip(ids, NAMES, strict=True)))
         cfg["dataset"]["classes"] = "classes.txt"  # the same ids: only the jobs that show names rerun
