@@ -37,7 +37,7 @@ class DiskFullError(OSError):
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
-def _is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) is ENOSPC or EDQUOT, also as HDF5 reports it
     (an ``OSError`` or ``RuntimeError`` whose text holds ``errno = 28``)."""
     seen = set()
@@ -51,7 +51,8 @@ def _is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-def _disk_full_error(path: Path, exc: BaseException) -> DiskFullError:
+def disk_full_error(path: Path, exc: BaseException) -> DiskFullError:
+    """The :class:`DiskFullError` of ``exc`` (a full disk) while ``path`` was written."""
     folder = path.parent.resolve()
     return DiskFullError(
         errno.ENOSPC,
@@ -68,8 +69,8 @@ def _full_disk_named(path: Path) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
-            raise _disk_full_error(path, exc) from exc
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise disk_full_error(path, exc) from exc
         raise
 
 

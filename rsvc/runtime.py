@@ -19,8 +19,16 @@ def _report_to_console(exc_type, exc, tb) -> None:
     log). A full disk then ends the process at once with status 1: HDF5 crashes (SIGSEGV) when it closes,
     at exit, a file whose flush failed. Other exceptions get Python's usual traceback (into the log)."""
     from rsvc.formats import DamagedFileError
-    from rsvc.io import DiskFullError
+    from rsvc.io import DiskFullError, disk_full_error, is_disk_full
 
+    if not isinstance(exc, (DiskFullError, DamagedFileError)) and is_disk_full(exc):  # outside rsvc.io's writers
+        import re
+
+        where = getattr(exc, "filename", None) or re.search(r"filename = '([^']+)'", str(exc))
+        where = where.group(1) if isinstance(where, re.Match) else where
+        full = disk_full_error(Path(where or "unknown file"), exc)
+        full.__cause__ = exc
+        exc_type, exc = DiskFullError, full
     if not isinstance(exc, (DiskFullError, DamagedFileError)):
         sys.__excepthook__(exc_type, exc, tb)
         return

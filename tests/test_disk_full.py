@@ -118,3 +118,25 @@ def test_a_full_disk_while_hdf5_writes_activations_is_a_message_not_a_crash(tmp_
     assert "No space left on device" in (tmp_path / "job.log").read_text()  # HDF5's own words, in the log
     assert sorted(p.name for p in folder.iterdir()) == ["shard0000.h5"]  # nothing half written, nothing lost
     assert (folder / "shard0000.h5").read_bytes() == b"finished earlier"
+
+
+def test_a_full_disk_outside_the_writers_is_reported_the_same_way(tmp_path):
+    """ENOSPC from any other write of a job (a library's own file, the log's folder) ends it with the
+    same message, the folder taken from the error."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import errno\n"
+        "from rsvc.runtime import setup_logging\n"
+        f"setup_logging({str(tmp_path / 'job.log')!r})\n"
+        "raise OSError(errno.ENOSPC, 'No space left on device', '/data/results/cache/x.bin')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 1
+    assert "DiskFullError: the disk is full: no space left on the file system of /data/results/cache" in proc.stderr
+    assert "OSError: [Errno 28]" in (tmp_path / "job.log").read_text()  # the original, in the log
