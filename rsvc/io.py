@@ -58,8 +58,8 @@ def disk_full_error(path: Path, exc: BaseException) -> DiskFullError:
         errno.ENOSPC,
         f"the disk is full: no space left on the file system of {folder} while writing {path.name} "
         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Free space there (or set outdir to a "
-        "disk with room) and run the same command again: the finished outputs are kept, this job's "
-        "partial file was removed and the run resumes where it stopped",
+        "disk with room) and run snakemake again with the options of your run (no --forcerun needed): the "
+        "finished outputs are kept, this job's partial file was removed and the run resumes where it stopped",
     )
 
 

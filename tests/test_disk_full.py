@@ -39,7 +39,7 @@ def test_enospc_in_a_table_writer_is_a_disk_full_message_and_leaves_no_file(tmp_
         write_table(out, pd.DataFrame({"class_id": ["a"], "cmcs": [0.5]}))
     message = str(err.value)
     assert "the disk is full" in message and str(out.parent.resolve()) in message
-    assert "run the same command again" in message
+    assert "run snakemake again with the options of your run" in message
     assert sorted(p.name for p in out.parent.iterdir()) == ["finished.csv"]  # no final, no temporary file
     assert kept.read_text() == "a\n1\n"
 
