@@ -215,6 +215,7 @@ def _rename_model(old, new):
         (_rename_model("ps", ".."), "models: '..' does not match"),
         (_rename_model("ps", "."), "models: '.' does not match"),
         (_rename_model("ps", ".hidden"), "models: '.hidden' does not match"),
+        (_set(("dataset", "pool_split"), ".."), "dataset.pool_split: '..' does not match"),
         # a pair listed twice, in either order, is refused with both places named
         (_set(("pairs",), [["ps", "nc"], ["nc", "ps"]]), "pairs[1]: [nc, ps] is pairs[0] [ps, nc] in the other order"),
         (_set(("pairs",), [["ps", "nc"], ["ps", "nc"]]), "pairs[1]: [ps, nc] is pairs[0] [ps, nc] again"),
