@@ -49,6 +49,7 @@ include: "rules/concepts.smk"
 include: "rules/compare.smk"
 include: "rules/aggregate.smk"
 include: "rules/explorer.smk"
+include: "rules/report.smk"
 
 
 rule all:

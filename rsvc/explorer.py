@@ -18,7 +18,7 @@ over- and under-predicted, one per image, held-out images), cut from the canonic
 
 from __future__ import annotations
 
-import json
+import html
 import math
 import shutil
 from collections.abc import Mapping, Sequence
@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 import PIL.Image
@@ -34,6 +35,7 @@ from rsvc.formats import read_compare_status, read_concept_views, read_mmcs
 from rsvc.galleries import VIEW_GROUPS, canonical_patches
 from rsvc.io import atomic_dir
 from rsvc.specs import direction
+from rsvc.web import script_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -223,7 +225,7 @@ def class_page(
 
 
 def _js(name: str, value: Any) -> str:
-    return f"{name}({json.dumps(value, allow_nan=False, separators=(',', ':'))});\n"
+    return f"{name}({script_json(value, allow_nan=False, separators=(',', ':'))});\n"
 
 
 def _build_class(
@@ -299,7 +301,7 @@ def build_explorer(
             "classes": entries,
         }
         (site / "data" / "index.js").write_text(
-            f"window.RSVC_INDEX = {json.dumps(index, allow_nan=False, separators=(',', ':'))};\n"
+            f"window.RSVC_INDEX = {script_json(index, allow_nan=False, separators=(',', ':'))};\n"
         )
     return index
 
@@ -310,11 +312,12 @@ def launcher_html(site: str | Path, pair: str) -> str:
     folder, so this page, next to the folder, links to it relatively and names its path. No absolute path:
     the results stay the same wherever the run is."""
     site = Path(site)
+    pair, href, shown = (html.escape(text) for text in (pair, quote(site.name) + "/index.html", site.as_posix()))
     return (
         "<!doctype html><meta charset='utf-8'><title>RSVC explorer " + pair + "</title>"
         "<body style='font:15px system-ui,sans-serif;margin:2em'>"
         f"<h2>Concept explorer of {pair}</h2>"
-        f"<p>Open <a href='{site.name}/index.html' target='_blank'><code>{site.as_posix()}/index.html</code></a> "
+        f"<p>Open <a href='{href}' target='_blank'><code>{shown}/index.html</code></a> "
         "in a browser (relative to the workflow's working directory): every class and every concept of the pair, "
         "with its patches; no server or network needed.</p>"
         "<p>From the report, open that file directly (browsers do not follow a report page's links to local "

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,31 @@ class DamagedFileError(OSError):
     """An intermediate file that exists but cannot be read; the message names it and says what to do."""
 
 
+def rebuild_target(path: PathLike) -> str:
+    """The workflow output that holds ``path``: the file itself, or the ``directory()`` output it lies in
+    (Snakemake marks those with a ``.snakemake_timestamp`` file), as ``snakemake --forcerun`` takes it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    for _ in range(3):  # the per-class files lie directly in their shard folder; no output is deeper
+        if not folder:
+            break
+        if os.path.exists(os.path.join(folder, ".snakemake_timestamp")):
+            return folder
+        folder = os.path.dirname(folder)
+    return path
+
+
+def damaged_file_message(path: PathLike, problem: str) -> str:
+    """What to say about a result file that cannot be read: its name, the problem and the one command
+    that rebuilds it and everything made from it (a plain rerun does not: the finished outputs are there)."""
+    target = rebuild_target(path)
+    return (
+        f"{path}: {problem}: it is damaged or cut short (a full disk, a killed copy). Rebuild it and every "
+        f"output made from it with `snakemake --forcerun {shlex.quote(target)}` plus the options of your run "
+        "(--configfile, --profile, --cores); the other finished outputs are kept"
+    )
+
+
 @contextlib.contextmanager
 def _open(path: PathLike, mode: str = "r"):
     """``h5py.File(path)``, with a damaged or truncated file reported by name with the fix."""
@@ -59,10 +85,7 @@ def _open(path: PathLike, mode: str = "r"):
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise DamagedFileError(
-            f"{path}: cannot be read as HDF5 ({exc}): it is damaged or cut short (a full disk, a killed copy); "
-            "delete it and run again (or rerun its rule with --forcerun)"
-        ) from None
+        raise DamagedFileError(damaged_file_message(path, f"cannot be read as HDF5 ({exc})")) from None
     with f:
         yield f
 

@@ -9,6 +9,7 @@ HDF5 file, table or image behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -27,6 +28,52 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class DiskFullError(OSError):
+    """An output could not be written because its file system is full (or over quota); the message
+    names the folder and what to do. A job that fails with it exits with status 1 and says so on the
+    console (:func:`rsvc.runtime.setup_logging`), never with HDF5's crash at exit."""
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is ENOSPC or EDQUOT, also as HDF5 reports it
+    (an ``OSError`` or ``RuntimeError`` whose text holds ``errno = 28``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return True
+        if any(f"errno = {code}," in str(exc) for code in _DISK_FULL):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(path: Path, exc: BaseException) -> DiskFullError:
+    """The :class:`DiskFullError` of ``exc`` (a full disk) while ``path`` was written."""
+    folder = path.parent.resolve()
+    return DiskFullError(
+        errno.ENOSPC,
+        f"the disk is full: no space left on the file system of {folder} while writing {path.name} "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Free space there (or set outdir to a "
+        "disk with room) and run snakemake again with the options of your run (no --forcerun needed): the "
+        "finished outputs are kept, this job's partial file was removed and the run resumes where it stopped",
+    )
+
+
+@contextlib.contextmanager
+def _full_disk_named(path: Path) -> Iterator[None]:
+    """Re-raise a full disk while ``path`` is written as :class:`DiskFullError` (folder and fix named)."""
+    try:
+        yield
+    except BaseException as exc:
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise disk_full_error(path, exc) from exc
+        raise
+
+
 def _remove_stale_tmp(path: Path) -> None:
     """Delete temporaries that a killed writer of ``path`` left behind (one writer per output)."""
     import shutil
@@ -43,9 +90,15 @@ def _remove_stale_tmp(path: Path) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched; a full disk (while
+    creating, writing or renaming) is raised as :class:`DiskFullError`.
     """
     path = Path(path)
+    with _full_disk_named(path):
+        yield from _atomic_path(path)
+
+
+def _atomic_path(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -64,9 +117,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; rename it to ``path`` on success."""
+    path = Path(path)
+    with _full_disk_named(path):
+        yield from _atomic_dir(path)
+
+
+def _atomic_dir(path: Path) -> Iterator[Path]:
     import shutil
 
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(path)
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

@@ -105,6 +105,12 @@ def _finite_rows(df: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame
     return df.loc[keep], int((~keep).sum())
 
 
+def literal(text: str) -> str:
+    """A name (class, model) to show as is in a matplotlib text: ``$`` escaped, since matplotlib reads
+    ``$...$`` as mathtext (a class name such as ``$\\x$`` would fail to draw or be shown as math)."""
+    return str(text).replace("$", r"\$")
+
+
 def _arrow(text: str) -> str:
     """``'a->b'`` and ``'a -> b'`` written as ``'a → b'``."""
     return re.sub(r"\s*->\s*", " → ", str(text))
@@ -130,7 +136,7 @@ def _describe(df: pd.DataFrame, same_model: bool = False) -> str:
         classes = pd.unique(df["class_id"])
         if len(classes) == 1:
             name = df["class_name"].iloc[0] if "class_name" in df.columns else classes[0]
-            parts.append(f"class {name}")
+            parts.append(f"class {literal(name)}")
         else:
             parts.append(f"{len(classes)} classes")
     return "; ".join(parts)
@@ -673,7 +679,7 @@ def plot_gallery(groups: dict[str, list[tuple[np.ndarray, float, float]]], title
                     )
                     note.set_in_layout(False)  # it runs over the empty columns; the layout keeps the patch grid
         axes[r, 0].set_ylabel(GROUP_LABELS[key], color=color, fontsize=11, fontweight="bold")
-    fig.suptitle(_arrow(title), fontsize=12)
+    fig.suptitle(literal(_arrow(title)), fontsize=12)  # the title holds the class name
     return fig
 
 

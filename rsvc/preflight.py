@@ -8,6 +8,7 @@ that a typo costs seconds, not a cluster allocation. Structural errors
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,23 @@ def check_structure(
     """Problems that need no model and no file system access."""
     errors: list[str] = []
     models = list(config["models"])
+    first: dict[frozenset[str], int] = {}  # each unordered pair -> where it is first listed
     for i, (a, b) in enumerate(pairs):
         for m in (a, b):
             if m not in models:
                 errors.append(f"pairs[{i}]: unknown model '{m}'; models are: {', '.join(models)}")
         if a == b:
             errors.append(f"pairs[{i}]: a model is compared with itself ('{a}'); list two different models")
+        j = first.setdefault(frozenset((a, b)), i)
+        if j != i:
+            a0, b0 = pairs[j]
+            how = "again" if (a0, b0) == (a, b) else "in the other order"
+            errors.append(
+                f"pairs[{i}]: [{a}, {b}] is pairs[{j}] [{a0}, {b0}] {how}; a pair's results already hold both "
+                f"directions ({a0}'s concepts predicted from {b0} and {b0}'s from {a0}), so list each pair once"
+            )
+    for key, ids in (("dataset.classes", classes), ("synthetic.classes", config.get("synthetic", {}).get("classes"))):
+        errors += [f"{key}: {problem}" for problem in _class_id_problems(ids or [])]
     unknown = [c for c in analyze if c not in set(classes)]
     if unknown:
         errors.append(f"dataset.analyze_classes: {unknown[:5]} not in dataset.classes; use ids from the class list")
@@ -66,6 +78,30 @@ def check_structure(
             "as many images as folds"
         )
     return errors
+
+
+# Snakemake (9) reads "<name>" in a file path as a path variable (snakemake.pathvars.PATHVAR_REGEX).
+_PATHVAR = re.compile(r"<[a-z][a-z0-9_]*>")
+
+
+def _class_id_problems(classes: list[str]) -> list[str]:
+    """Class ids that cannot be file names of the outputs: each is a folder of the dataset
+    (<root>/<split>/<id>) and names output files (<id>.h5) that Snakemake reads as patterns."""
+    problems = []
+    bad = [c for c in classes if c in ("", ".", "..") or "/" in c or "\0" in c]
+    if bad:
+        problems.append(
+            f"{', '.join(repr(c) for c in bad[:5])}: a class id is a folder name (<root>/<split>/<id>) and a file "
+            "name of the outputs, so it must not be empty, '.' or '..' nor contain '/'; rename the class folder"
+        )
+    bad = [c for c in classes if "{" in c or "}" in c or _PATHVAR.search(c)]
+    if bad:
+        problems.append(
+            f"{', '.join(repr(c) for c in bad[:5])}: a class id names output files, in which Snakemake reads "
+            "'{...}' as a wildcard and '<name>' (lower-case letters, digits, '_') as a path variable; rename the "
+            "class folder (a readable name with any characters can follow the id in a class-list file)"
+        )
+    return problems
 
 
 def check_dataset(

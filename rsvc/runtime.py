@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -11,8 +12,42 @@ from pathlib import Path
 import numpy as np
 
 
+def _report_to_console(exc_type, exc, tb) -> None:
+    """``sys.excepthook`` of a job. The errors that are messages to the user (a full disk, a damaged
+    input: :class:`rsvc.io.DiskFullError`, :class:`rsvc.formats.DamagedFileError`) go to the log with
+    their traceback and to the console alone (the job's own stderr, which setup_logging redirected to the
+    log). A full disk then ends the process at once with status 1: HDF5 crashes (SIGSEGV) when it closes,
+    at exit, a file whose flush failed. Other exceptions get Python's usual traceback (into the log)."""
+    from rsvc.formats import DamagedFileError
+    from rsvc.io import DiskFullError, disk_full_error, is_disk_full
+
+    if not isinstance(exc, (DiskFullError, DamagedFileError)) and is_disk_full(exc):  # outside rsvc.io's writers
+        import re
+
+        where = getattr(exc, "filename", None) or re.search(r"filename = '([^']+)'", str(exc))
+        where = where.group(1) if isinstance(where, re.Match) else where
+        full = disk_full_error(Path(where or "unknown file"), exc)
+        full.__cause__ = exc
+        exc_type, exc = DiskFullError, full
+    if not isinstance(exc, (DiskFullError, DamagedFileError)):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    import traceback
+
+    with contextlib.suppress(Exception):  # the log is on the full disk too, perhaps
+        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        sys.__stderr__.write(f"\n{exc_type.__name__}: {exc.strerror or exc}\n")
+        sys.__stderr__.flush()
+    if isinstance(exc, DiskFullError):
+        os._exit(1)  # the exit status of any uncaught exception
+
+
 def setup_logging(log_path: str | os.PathLike | None, name: str = "rsvc") -> logging.Logger:
-    """Send log records (and warnings, tqdm progress on stderr) to ``log_path``."""
+    """Send log records (and warnings, tqdm progress on stderr) to ``log_path``; a full disk ends the job
+    with its reason on the console (:func:`_report_to_console`)."""
+    sys.excepthook = _report_to_console
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,17 @@ from snakemake.utils import validate
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 
 
+def _read_schema():
+    import yaml
+
+    return yaml.safe_load(SCHEMA.read_text())
+
+
 def _schema_problems(cfg):
     """Every schema violation as one sentence naming the config key (instead of Snakemake's schema dump)."""
     import jsonschema
-    import yaml
 
-    validator = jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text()))
+    validator = jsonschema.Draft202012Validator(_read_schema())
     lines = []
     for err in sorted(validator.iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path]):
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
@@ -319,10 +324,14 @@ def pair_class_files(wc):
     }
 
 
+# A model name, as the schema allows it (models.propertyNames: a plain file name, never "." or "..").
+MODEL_NAME = _read_schema()["properties"]["models"]["propertyNames"]["pattern"].removeprefix("^").removesuffix("$")
+
+
 wildcard_constraints:
-    model="[A-Za-z0-9_.]+",
-    owner="[A-Za-z0-9_.]+",
-    pair="[A-Za-z0-9_.]+-vs-[A-Za-z0-9_.]+",
+    model=MODEL_NAME,
+    owner=MODEL_NAME,
+    pair=f"{MODEL_NAME}-vs-{MODEL_NAME}",
     shard="[0-9]+",
     split="[^/]+",
     class_id="[^/]+",

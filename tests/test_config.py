@@ -175,9 +175,13 @@ def test_a_truncated_result_file_is_named_with_the_fix(tmp_path):
     write_concepts(path, c, {"k": 3})
     np.testing.assert_array_equal(read_concepts(path).W["pre_logits"], c.W["pre_logits"])
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(DamagedFileError, match="delete it and run again") as err:
+    with pytest.raises(DamagedFileError, match="damaged or cut short") as err:
         read_concepts(path)
     assert str(path) in str(err.value)
+    assert f"snakemake --forcerun {path}" in str(err.value)  # a file output: the file itself
+    (tmp_path / ".snakemake_timestamp").touch()  # a file inside a directory() output: the folder
+    with pytest.raises(DamagedFileError, match=f"snakemake --forcerun {tmp_path}` plus the options"):
+        read_concepts(path)
 
 
 def test_a_yaml_error_in_the_default_config_names_file_and_line(tmp_path):
@@ -201,3 +205,45 @@ def test_a_yaml_error_in_the_default_config_names_file_and_line(tmp_path):
     assert proc.returncode == 1
     assert "config.yaml, line 13, column 1: not valid YAML" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _rename_model(old, new):
+    def mutate(c):
+        c["models"] = {(new if m == old else m): spec for m, spec in c["models"].items()}
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        # model names are folder names of the outputs: path-like ones would write outside their folders
+        (_rename_model("ps", ".."), "models: '..' does not match"),
+        (_rename_model("ps", "."), "models: '.' does not match"),
+        (_rename_model("ps", ".hidden"), "models: '.hidden' does not match"),
+        (_set(("dataset", "pool_split"), ".."), "dataset.pool_split: '..' does not match"),
+        # a pair listed twice, in either order, is refused with both places named
+        (_set(("pairs",), [["ps", "nc"], ["nc", "ps"]]), "pairs[1]: [nc, ps] is pairs[0] [ps, nc] in the other order"),
+        (_set(("pairs",), [["ps", "nc"], ["ps", "nc"]]), "pairs[1]: [ps, nc] is pairs[0] [ps, nc] again"),
+        # class ids are folder names too
+        (_set(("dataset", "classes"), ["disc", "..", "cross", "triangle", "star", "bars"]), "dataset.classes: '..'"),
+        (
+            _set(("synthetic", "classes"), ["disc", "a/b", "cross", "triangle", "star", "bars"]),
+            "synthetic.classes: 'a/b'",
+        ),
+        (
+            _set(("dataset", "classes"), ["disc", "x<b>y", "{c}", "triangle", "star", "bars"]),
+            "dataset.classes: 'x<b>y', '{c}': a class id names output files",
+        ),
+    ],
+)
+def test_path_like_names_and_repeated_pairs_are_refused_at_dry_run(tmp_path, demo_config, mutate, expected):
+    mutate(demo_config)
+    proc = _dry_run(tmp_path, demo_config)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert expected in out, out[-3000:]
+    if "models:" in expected:  # the rule is stated with the refusal
+        assert "must be a plain name" in out and "never '.', '..'" in out, out[-3000:]
+    assert "Traceback" not in out and "Job stats" not in out, out[-3000:]
+    assert not (tmp_path / "results").exists()  # nothing written, in or out of the output folder

@@ -340,3 +340,14 @@ def test_report_captions_are_valid_rst(name):
     # halt on any docutils warning (halt_level 2), the way a broken caption would show in the report
     html = publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})["body"]
     assert "<p>" in html
+
+
+def test_a_class_name_with_dollar_signs_is_drawn_as_text(tmp_path):
+    """matplotlib reads $...$ as mathtext: a class name like this one would fail to draw (an unknown
+    command) or be shown as math; the gallery title shows it as written."""
+    name = r"price $\notacommand$ & <b>"
+    fig = plots.plot_gallery({}, f"{name} | concept 0 of a | b (predictor) -> a (target)")
+    fig.savefig(tmp_path / "gallery.png")  # draws the title: raises ValueError when parsed as math
+    title = fig._suptitle
+    assert title.get_text().replace(r"\$", "$").startswith(name)
+    assert not title._preprocess_math(title.get_text())[1]  # drawn as plain text, no mathtext
