@@ -18,7 +18,7 @@ from rsvc.replacement import replacement_test
 from rsvc.selection import dissimilarity_views
 from rsvc.similarity import layerwise_correlation, mcs, mmcs
 from rsvc.specs import PRE_LOGITS, direction
-from rsvc.uncertainty import bootstrap_mcs, bootstrap_paired_pearson, permutation_null_mcs
+from rsvc.uncertainty import mcs_intervals, paired_pearson_interval, permutation_null_mcs
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,6 @@ def compare_class(
     mix: float = 1.0,
     n_views: int = 10,
     seed: int = 0,
-    bootstrap: int = 0,
     permutations: int = 0,
     level: float = 0.95,
     heldout_reason: str | None = None,
@@ -145,8 +144,9 @@ def compare_class(
     heldout: model -> pre_logits activations on the held-out patches, (m, d).
     concepts: model -> layer -> concept basis W, (k, d_layer).
     heads: model -> (weight (C, d), bias (C,)) of the linear classifier.
-    bootstrap, permutations, level: draws of the image bootstrap (intervals of CMCS, SMCS and MCS
-    at pre_logits) and of the permutation null of MCS; 0 = none (rsvc.uncertainty).
+    level: coverage of the image-jackknife intervals of CMCS, SMCS (with their standard errors on
+    Fisher's z scale and degrees of freedom, from which the aggregate step tests unique calls) and of MCS
+    at pre_logits; permutations: draws of the permutation null of MCS, 0 = none (rsvc.uncertainty).
     heldout_reason: the held-out set is too small to score (``concepts.min_heldout_images``): CMCS,
     SMCS, the replacement test and their intervals are NaN, no views are picked; everything measured
     on the shared patches (MMCS, MCS, cross-validated CMCS) is kept. The held-out set may then be empty.
@@ -213,13 +213,13 @@ def compare_class(
         views_of[direction(src, tgt)] = views
 
     intervals, null = {}, {}
-    if bootstrap:
-        for (src, tgt), res in reg.items():
-            intervals[("regression", direction(src, tgt))] = bootstrap_paired_pearson(
-                res.pred, U_held[tgt], heldout_rows.patch_image, B=bootstrap, seed=seed, level=level
-            )
-        ci_a, ci_b = bootstrap_mcs(U_pool[a][-1], U_pool[b][-1], groups, B=bootstrap, seed=seed, level=level)
-        intervals[("mcs", direction(b, a))], intervals[("mcs", direction(a, b))] = ci_a, ci_b
+    for (src, tgt), res in reg.items():
+        intervals[("regression", direction(src, tgt))] = paired_pearson_interval(
+            res.pred, U_held[tgt], heldout_rows.patch_image, level
+        )
+    ci_a, ci_b = mcs_intervals(U_pool[a][-1], U_pool[b][-1], groups, level)
+    intervals[("mcs", direction(b, a))] = {"ci_low": ci_a[0], "ci_high": ci_a[1]}
+    intervals[("mcs", direction(a, b))] = {"ci_low": ci_b[0], "ci_high": ci_b[1]}
     if permutations:
         mean_a, p_a, mean_b, p_b = permutation_null_mcs(U_pool[a][-1], U_pool[b][-1], groups, P=permutations, seed=seed)
         null[direction(b, a)], null[direction(a, b)] = (mean_a, p_a), (mean_b, p_b)
@@ -258,5 +258,4 @@ def _mask_heldout(regression, replacement, views, intervals) -> None:
     for d in views:
         views[d] = np.full_like(views[d], -1)
     for key in [key for key in intervals if key[0] == "regression"]:
-        low, high = intervals[key]
-        intervals[key] = (np.full_like(low, np.nan, dtype=np.float64), np.full_like(high, np.nan, dtype=np.float64))
+        intervals[key] = {name: np.full_like(v, np.nan, dtype=np.float64) for name, v in intervals[key].items()}

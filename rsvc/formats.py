@@ -379,8 +379,10 @@ def compare_datasets(
     pred ``(m, k)``}; replacement: direction -> {l2, kl, match_acc ``(k,)``}; views:
     direction -> ``(k, 3, n)`` held-out rows (top real, over, under; -1 = none);
     heldout_U / pool_U_pre_logits: model -> ``(m, k)`` / ``(n, k)``; rows: RowSets.
-    intervals: ("regression" | "mcs", direction) -> (low, high) ``(k,)`` bootstrap interval of the
-    Pearson score; null: direction -> (null mean, p-value) ``(k,)`` of MCS (rsvc.uncertainty).
+    intervals: ("regression" | "mcs", direction) -> {"ci_low", "ci_high"[, "se_z", "df"]} ``(k,)``: the
+    image-jackknife interval of the Pearson score (and, for the regressions, its standard error on Fisher's
+    z scale and degrees of freedom); null: direction -> (null mean, p-value) ``(k,)`` of MCS
+    (rsvc.uncertainty).
     """
     out: dict[str, np.ndarray] = {}
     for m, names in layers.items():
@@ -400,8 +402,9 @@ def compare_datasets(
     for m in layers:
         out[f"heldout/U/{m}"] = heldout_U[m]
         out[f"pool/U_pre_logits/{m}"] = pool_U_pre_logits[m]
-    for (kind, d), (low, high) in (intervals or {}).items():
-        out[f"{kind}/{d}/pearson_ci_low"], out[f"{kind}/{d}/pearson_ci_high"] = low, high
+    for (kind, d), values in (intervals or {}).items():
+        for name, v in values.items():
+            out[f"{kind}/{d}/pearson_{name}"] = np.asarray(v, dtype=np.float64)
     for d, (mean, p) in (null or {}).items():
         out[f"mcs/{d}/null_mean"], out[f"mcs/{d}/p_value"] = mean, p
     for split, rows in (("heldout", heldout_rows), ("pool", pool_rows)):
@@ -491,6 +494,8 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
                 "cmcs_pearson_ci_high": f"regression/{d}/pearson_ci_high",
                 "smcs_pearson_ci_low": f"regression/{same}/pearson_ci_low",
                 "smcs_pearson_ci_high": f"regression/{same}/pearson_ci_high",
+                "cmcs_pearson_se_z": f"regression/{d}/pearson_se_z",
+                "cmcs_pearson_df": f"regression/{d}/pearson_df",
                 "mcs_pearson_ci_low": f"mcs/{d}/pearson_ci_low",
                 "mcs_pearson_ci_high": f"mcs/{d}/pearson_ci_high",
                 "mcs_null_mean": f"mcs/{d}/null_mean",
@@ -503,7 +508,9 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
         rel = {m: f[f"rel_error/{m}"][()] for m in (a, b)}
         note = str(f.attrs.get("note", ""))
         importance = {m: f[f"importance/{m}"][()] for m in (a, b) if f"importance/{m}" in f}
+        has_stability = {m: f"stability/{m}/self_mcs" in f for m in (a, b)}
         return {
+            "has_stability": has_stability,
             "models": (a, b),
             "class_id": str(f.attrs["class_id"]),
             "directions": dirs,
@@ -518,6 +525,8 @@ UNCERTAINTY_COLUMNS = (
     "cmcs_pearson_ci_high",
     "smcs_pearson_ci_low",
     "smcs_pearson_ci_high",
+    "cmcs_pearson_se_z",
+    "cmcs_pearson_df",
     "mcs_pearson_ci_low",
     "mcs_pearson_ci_high",
     "mcs_null_mean",
@@ -613,7 +622,12 @@ def read_concept_table(path: PathLike) -> pd.DataFrame:
     concept), as written by the aggregate_pair job; ids and names as ``str``, numbers as float64
     (NaN for empty cells; only empty cells: a class named "NA" stays a name)."""
     text = {"pair": str, "model_a": str, "model_b": str, "class_id": str, "class_name": str, "note": str}
-    table = _pd().read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
+    pd = _pd()
+    table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
     for column in set(text) & set(table.columns):
         table[column] = table[column].fillna("")
+    if "unique" in table.columns:  # True / False / empty (undefined: NA, never False)
+        table["unique"] = (
+            table["unique"].map({True: True, False: False, "True": True, "False": False}).astype("boolean")
+        )
     return table

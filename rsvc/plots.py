@@ -35,6 +35,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from rsvc.tables import is_unique
+
 __all__ = [
     "GROUP_COLORS",
     "GROUP_LABELS",
@@ -294,6 +296,7 @@ def plot_similarity_vs_importance(
     title: str = "",
     sim_threshold: float = 0.5,
     imp_quantile: float = 0.75,
+    fdr: float = 0.05,
 ) -> Figure:
     """Density of concept importance (y) against concept similarity (x), as in the paper's Fig. 3 (A8 for SMCS).
 
@@ -339,8 +342,8 @@ def plot_similarity_vs_importance(
     size = 18 if len(x) < 500 else 6
     ax.scatter(x, y, s=size, c="black", alpha=0.55 if len(x) < 2000 else 0.25, linewidths=0, zorder=3)
     if similarity.startswith("cmcs") and "unique" in data.columns:
-        u = pd.to_numeric(data["unique"], errors="coerce").fillna(0).astype(bool).to_numpy()
-        if u.any():  # the flagged concepts ringed: interval below the threshold and the stability floor
+        u = is_unique(data["unique"])
+        if u.any():  # the unique concepts ringed: discovered at the run's FDR (rsvc.tables.unique_calls)
             ax.scatter(
                 x[u],
                 y[u],
@@ -349,7 +352,7 @@ def plot_similarity_vs_importance(
                 edgecolors="crimson",
                 linewidths=1.1,
                 zorder=4,
-                label=f"unique ({int(u.sum())})",
+                label=f"unique at FDR {fdr:g} ({int(u.sum())})",
             )
 
     ax.set_xlim(xlim)
@@ -469,10 +472,10 @@ def _error_bars(ax: mpl.axes.Axes, data: pd.DataFrame, cmcs: str) -> None:
             ecolor="0.65",
             elinewidth=0.7,
             zorder=1,
-            label="95 % bootstrap interval",
+            label="95 % image-jackknife interval",
         )
     if "unique" in data.columns:
-        u = pd.to_numeric(data["unique"], errors="coerce").fillna(0).astype(bool).to_numpy()
+        u = is_unique(data["unique"])
         if u.any():
             ax.scatter(
                 x[u],
@@ -482,7 +485,7 @@ def _error_bars(ax: mpl.axes.Axes, data: pd.DataFrame, cmcs: str) -> None:
                 edgecolors="black",
                 linewidths=1.2,
                 zorder=4,
-                label="unique (CMCS interval below threshold and stability floor)",
+                label="unique (CMCS below threshold and stability floor, FDR-controlled)",
             )
 
 
@@ -678,6 +681,7 @@ def pair_figures(
     n_classes: int,
     n_requested: int,
     sim_threshold: float,
+    fdr: float = 0.05,
 ) -> dict[str, Callable[[], Figure]]:
     """The per-pair figures of the report, by name (drawn when called).
 
@@ -701,16 +705,32 @@ def pair_figures(
         "layerwise_mmcs_pearson": lambda: layerwise_figure("pearson"),
         "layerwise_mmcs_spearman": lambda: layerwise_figure("spearman"),
         "cmcs_importance_b_to_a": lambda: plot_similarity_vs_importance(
-            ba, "cmcs_pearson", f"CMCS {b} -> {a} vs importance for {a} (pre_logits)", sim_threshold=sim_threshold
+            ba,
+            "cmcs_pearson",
+            f"CMCS {b} -> {a} vs importance for {a} (pre_logits)",
+            sim_threshold=sim_threshold,
+            fdr=fdr,
         ),
         "cmcs_importance_a_to_b": lambda: plot_similarity_vs_importance(
-            ab, "cmcs_pearson", f"CMCS {a} -> {b} vs importance for {b} (pre_logits)", sim_threshold=sim_threshold
+            ab,
+            "cmcs_pearson",
+            f"CMCS {a} -> {b} vs importance for {b} (pre_logits)",
+            sim_threshold=sim_threshold,
+            fdr=fdr,
         ),
         "smcs_importance_a": lambda: plot_similarity_vs_importance(
-            ba, "smcs_pearson", f"SMCS {a} -> {a} vs importance for {a} (pre_logits)", sim_threshold=sim_threshold
+            ba,
+            "smcs_pearson",
+            f"SMCS {a} -> {a} vs importance for {a} (pre_logits)",
+            sim_threshold=sim_threshold,
+            fdr=fdr,
         ),
         "smcs_importance_b": lambda: plot_similarity_vs_importance(
-            ab, "smcs_pearson", f"SMCS {b} -> {b} vs importance for {b} (pre_logits)", sim_threshold=sim_threshold
+            ab,
+            "smcs_pearson",
+            f"SMCS {b} -> {b} vs importance for {b} (pre_logits)",
+            sim_threshold=sim_threshold,
+            fdr=fdr,
         ),
         "replacement_b_to_a": lambda: plot_replacement_test(
             ba, f"Replacement test: {a}'s concepts predicted from {b} (pre_logits)"

@@ -16,7 +16,7 @@ from rsvc.formats import (
     read_predictions,
     read_skipped_images,
 )
-from rsvc.tables import CONCEPT_COLUMNS
+from rsvc.tables import CONCEPT_COLUMNS, is_unique
 
 STATUS_COLUMNS = ["stage", "what", "split", "class_id", "status", "reason"]
 SKIPPED_IMAGE_COLUMNS = ["stage", "path", "reason"]
@@ -24,7 +24,7 @@ PAIR_METRICS = ["mcs_pearson", "cmcs_pearson", "smcs_pearson", "cmcs_spearman", 
 PAIR_COLUMNS = (
     ["pair", "direction", "n_classes", "n_concepts"]
     + [f"{s}_{m}" for m in PAIR_METRICS for s in ("mean", "nan")]
-    + ["median_cmcs_pearson"]
+    + ["median_cmcs_pearson", "n_unique", "n_unique_undefined"]
 )
 
 
@@ -35,7 +35,9 @@ def concept_table(tables: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def pair_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (pair, direction): classes, concepts, mean and NaN count of each metric, median CMCS."""
+    """One row per (pair, direction): classes, concepts, mean and NaN count of each metric, median CMCS,
+    the concepts called unique (discovered at ``uncertainty.fdr`` over the pair, :func:`rsvc.tables.unique_calls`)
+    and those whose call is undefined (NA, reason in the table's note)."""
     rows = []
     for (pair, d), g in table.groupby(["pair", "direction"], sort=True):
         row = {"pair": pair, "direction": d, "n_classes": g["class_id"].nunique(), "n_concepts": len(g)}
@@ -43,6 +45,8 @@ def pair_summary(table: pd.DataFrame) -> pd.DataFrame:
             row[f"mean_{m}"] = g[m].mean()
             row[f"nan_{m}"] = int(g[m].isna().sum())
         row["median_cmcs_pearson"] = g["cmcs_pearson"].median()
+        row["n_unique"] = int(is_unique(g["unique"]).sum())
+        row["n_unique_undefined"] = int(g["unique"].isna().sum())
         rows.append(row)
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)  # header also when empty
 

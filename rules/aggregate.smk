@@ -81,6 +81,7 @@ rule gallery:
         class_names=CLASS_NAMES,
         pixels={key: DATASET[key] for key in ("image_size", "patch_size")},
         similarity_threshold=config["gallery"]["similarity_threshold"],
+        fdr=config["uncertainty"]["fdr"],
     script:
         "../workflow_scripts/gallery.py"
 

@@ -29,7 +29,10 @@ CASES = [
     ("concepts.k", 4, CONCEPTS),
     ("concepts.max_iter", 90, CONCEPTS),
     ("concepts.restarts", 1, CONCEPTS),
-    ("uncertainty.bootstrap", 50, ANALYSIS),
+    ("uncertainty.bootstrap", 50, {"aggregate_pair", "gallery", "explorer", "summary"}),
+    ("uncertainty.level", 0.9, ANALYSIS),
+    ("uncertainty.fdr", 0.1, {"aggregate_pair", "gallery", "explorer", "summary"}),
+    ("uncertainty.fdr_method", "by", {"aggregate_pair", "gallery", "explorer", "summary"}),
     ("uncertainty.permutations", 50, ANALYSIS),
     ("models.ps.decomposition", "seminmf", CONCEPTS),
     # the pool image sets hold max(concept_images, shared_images) images (12 and 20 in the tiny run)

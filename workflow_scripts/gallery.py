@@ -6,6 +6,7 @@ from rsvc.galleries import concept_gallery, gallery_direction, pick_concept
 from rsvc.io import save_figure
 from rsvc.patches import patch_boxes
 from rsvc.runtime import setup_logging
+from rsvc.tables import is_unique
 
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
@@ -18,8 +19,8 @@ for name, out in zip(p.names, snakemake.output, strict=True):
     row = pick_concept(table, name, models, p.class0, p.similarity_threshold)
     if row is None:
         text = (
-            f"No concept qualifies for '{name}'\n(flagged unique: CMCS interval below "
-            f"{p.similarity_threshold} and below the concept's stability floor)"
+            f"No concept qualifies for '{name}'\n(unique: CMCS significantly below "
+            f"{p.similarity_threshold} and the concept's stability floor, discovered at FDR {p.fdr:g})"
         )
         save_figure(plots.plot_message(text), out)
         continue
@@ -29,7 +30,8 @@ for name, out in zip(p.names, snakemake.output, strict=True):
     title = (
         f"{p.class_names.get(cid, cid)} | concept {concept} of {tgt} | {src} (predictor) -> {tgt} (target) | "
         f"CMCS {row['cmcs_pearson']:.2f} [{row['cmcs_pearson_ci_low']:.2f}, {row['cmcs_pearson_ci_high']:.2f}], "
-        f"importance {row['importance']:.3g}" + (" | unique" if row["unique"] else "")
+        f"importance {row['importance']:.3g}"
+        + (f" | unique (q = {row['q_unique']:.2g} <= FDR {p.fdr:g})" if is_unique([row["unique"]])[0] else "")
     )
     save_figure(plots.plot_gallery(groups, title), out)
     log.info("%s: class %s concept %d (%s -> %s)", name, cid, concept, src, tgt)
