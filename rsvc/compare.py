@@ -43,14 +43,21 @@ class RowSet:
         return cls(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
-def image_ranks(image_ids, class_id: str, seed: int) -> np.ndarray:
-    """A seeded pseudo-random rank per image of a class: ``(n,)`` uint64 from BLAKE2b of (seed, class,
-    image id). The ``m`` lowest-ranked images of a set are a seeded uniform sample of it; the ``m``
+#: The ranking stream of the shared set: a second seeded ranking, independent of the concept sample's
+#: (the default stream ""), as in the paper's code, where the two samples are independent draws.
+SHARED_STREAM = "shared"
+
+
+def image_ranks(image_ids, class_id: str, seed: int, stream: str = "") -> np.ndarray:
+    """A seeded pseudo-random rank per image of a class: ``(n,)`` uint64 from BLAKE2b of (seed, stream,
+    class, image id). The ``m`` lowest-ranked images of a set are a seeded uniform sample of it; the ``m``
     lowest of a union are among the ``m`` lowest of each of its parts (a bottom-m sketch), so jobs that
-    only see the parts pick the same sample of the union without sharing anything but the ids."""
+    only see the parts pick the same sample of the union without sharing anything but the ids. Streams
+    are independent rankings: ``""`` draws each model's concept images, :data:`SHARED_STREAM` the shared
+    set."""
     import hashlib
 
-    prefix = f"{seed}\x1f{class_id}\x1f".encode()
+    prefix = (f"{seed}\x1f{class_id}\x1f" if not stream else f"{seed}\x1f{stream}\x1f{class_id}\x1f").encode()
     return np.array(
         [
             int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "little")
@@ -60,21 +67,24 @@ def image_ranks(image_ids, class_id: str, seed: int) -> np.ndarray:
     )
 
 
-def lowest_ranked(image_ids, m: int | None, class_id: str, seed: int) -> np.ndarray:
-    """The ``m`` images of ``image_ids`` with the lowest :func:`image_ranks` (all if ``m`` is None or
-    not smaller), sorted by id: a seeded uniform sample."""
+def lowest_ranked(image_ids, m: int | None, class_id: str, seed: int, stream: str = "") -> np.ndarray:
+    """The ``m`` images of ``image_ids`` with the lowest :func:`image_ranks` of ``stream`` (all if ``m``
+    is None or not smaller), sorted by id: a seeded uniform sample."""
     ids = np.array(sorted(set(map(str, image_ids))), dtype=object)
     if m is None or len(ids) <= m:
         return ids
-    order = np.argsort(image_ranks(ids, class_id, seed), kind="stable")
+    order = np.argsort(image_ranks(ids, class_id, seed, stream), kind="stable")
     return np.sort(ids[order[:m]])
 
 
-def union_images(image_sets: list[np.ndarray], cap: int | None, seed: int, class_id: str = "") -> np.ndarray:
-    """Sorted union of image ids, subsampled to at most ``cap`` images: the ``cap`` lowest-ranked
-    (:func:`lowest_ranked`), i.e. a seeded uniform sample of the union."""
+def union_images(
+    image_sets: list[np.ndarray], cap: int | None, seed: int, class_id: str = "", stream: str = SHARED_STREAM
+) -> np.ndarray:
+    """Sorted union of image ids, subsampled to at most ``cap`` images: the ``cap`` lowest-ranked of
+    ``stream`` (:func:`lowest_ranked`; the shared set's ranking by default), a seeded uniform sample of
+    the union."""
     union = set().union(*[set(map(str, s)) for s in image_sets])
-    return lowest_ranked(union, cap, class_id, seed)
+    return lowest_ranked(union, cap, class_id, seed, stream)
 
 
 def gather_rows(parts: list[RowSet], images: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], RowSet]:

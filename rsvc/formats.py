@@ -130,7 +130,7 @@ def read_predictions(paths: Iterable[PathLike]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- image sets (TSV)
-IMAGE_SET_COLUMNS = ["class_id", "image_id", "path"]
+IMAGE_SET_COLUMNS = ["class_id", "image_id", "path", "sampled"]
 COUNT_COLUMNS = ["model", "split", "class_id", "n_predicted", "n_selected", "status", "reason"]
 
 
@@ -141,9 +141,14 @@ def write_image_sets(sets_path: PathLike, counts_path: PathLike, sets: pd.DataFr
     write_table(counts_path, counts[COUNT_COLUMNS] if len(counts) else pd.DataFrame(columns=COUNT_COLUMNS))
 
 
-def read_image_sets(path: PathLike, classes: Sequence[str] | None = None) -> dict[str, list[tuple[str, str]]]:
-    """``{class_id: [(image_id, path), ...]}`` from an image-set table (restricted to ``classes``)."""
+def read_image_sets(
+    path: PathLike, classes: Sequence[str] | None = None, *, sampled_only: bool = True
+) -> dict[str, list[tuple[str, str]]]:
+    """``{class_id: [(image_id, path), ...]}`` from an image-set table (restricted to ``classes``): the
+    sampled images (those extracted), or with ``sampled_only=False`` every image of the class's set."""
     df = _pd().read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if sampled_only and "sampled" in df.columns:
+        df = df[df["sampled"] == "True"]
     keep = None if classes is None else set(classes)
     return {
         cid: list(zip(sub["image_id"], sub["path"]))

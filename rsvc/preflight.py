@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rsvc.specs import PRE_LOGITS, n_patches
+from rsvc.specs import PRE_LOGITS
 
 
 class ConfigError(ValueError):
@@ -50,15 +50,8 @@ def check_structure(
             f"dataset.patch_size={ds['patch_size']} is larger than dataset.image_size={ds['image_size']}; "
             "use a patch size <= the image size"
         )
-    else:
-        n_grid = n_patches(ds["image_size"], ds["patch_size"])
-        c = config["concepts"]
-        if c["k"] > c["min_images_per_model"] * n_grid:
-            errors.append(
-                f"concepts.k={c['k']} is larger than the {c['min_images_per_model'] * n_grid} patches of a "
-                f"class with concepts.min_images_per_model={c['min_images_per_model']} images ({n_grid} patches "
-                "each); lower concepts.k or raise concepts.min_images_per_model"
-            )
+    # concepts.k above the patches of a small class: that class is skipped with its reason
+    # (rsvc.jobs.concepts_job), not the run refused
     if config["regression"]["folds"] > config["concepts"]["min_images"]:
         errors.append(
             f"regression.folds={config['regression']['folds']} exceeds concepts.min_images="

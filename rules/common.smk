@@ -236,9 +236,13 @@ def image_set_params(split):
     """Cap and minimum of an image set: the pool split holds the concept images (and
     skips classes with too few for a model's own concepts), the held-out split is capped only."""
     c = config["concepts"]
-    if split == POOL_SPLIT:  # the concept sample and the candidates for the shared set (rsvc.compare.lowest_ranked)
-        return {"max_images": max(c["concept_images"], c["shared_images"]), "min_images": c["min_images_per_model"]}
-    return {"max_images": c["heldout_images"], "min_images": None}
+    if split == POOL_SPLIT:  # the concept sample and, from its own ranking, the shared set's candidates
+        return {
+            "max_images": c["concept_images"],
+            "shared_images": c["shared_images"],
+            "min_images": c["min_images_per_model"],
+        }
+    return {"max_images": c["heldout_images"], "shared_images": None, "min_images": None}
 
 
 IMAGE_SETS_BY = DATASET["image_sets"]
@@ -282,6 +286,8 @@ def compare_inputs(wc):
         "concepts_b": [path("concepts", model=b, class_id=c) for c in classes],
         "head_a": path("head", model=a),
         "head_b": path("head", model=b),
+        "sets_a": path("image_sets", model=a, split=POOL_SPLIT),  # full predicted sets: n_union_images
+        "sets_b": path("image_sets", model=b, split=POOL_SPLIT),
         "acts": [
             path("activations", model=m, owner=o, split=split, shard=wc.shard) for m, o, split in compare_acts_keys(wc)
         ],

@@ -35,13 +35,13 @@ CASES = [
     ("uncertainty.fdr_method", "by", {"aggregate_pair", "gallery", "explorer", "summary"}),
     ("uncertainty.permutations", 50, ANALYSIS),
     ("models.ps.decomposition", "seminmf", CONCEPTS),
-    # the pool image sets hold max(concept_images, shared_images) images (12 and 20 in the tiny run)
+    # the pool image sets sample concept_images of one ranking and shared_images of another
     ("concepts.shared_images", 18, {"image_sets", "activations"} | CONCEPTS),
     ("concepts.min_heldout_images", 3, ANALYSIS),
     ("concepts.min_images", 6, ANALYSIS),  # at least regression.folds (5)
     ("concepts.min_images_per_model", 2, {"image_sets", "activations"} | CONCEPTS),
     ("concepts.heldout_images", 6, {"image_sets", "activations"} | ANALYSIS),
-    ("concepts.concept_images", 10, CONCEPTS),
+    ("concepts.concept_images", 10, {"image_sets", "activations"} | CONCEPTS),
     ("extraction.autocast", "bf16", {"activations"} | CONCEPTS),
     ("dataset.image_sets", "labels", {"image_sets", "activations"} | CONCEPTS),
     ("dataset.preprocess", "timm_eval", {"predict", "image_sets", "activations"} | CONCEPTS),
