@@ -18,7 +18,7 @@ from rsvc.replacement import replacement_test
 from rsvc.selection import dissimilarity_views
 from rsvc.similarity import layerwise_correlation, mcs, mmcs
 from rsvc.specs import PRE_LOGITS, direction
-from rsvc.uncertainty import mcs_intervals, paired_pearson_interval, permutation_null_mcs
+from rsvc.uncertainty import mcs_intervals, paired_pearson_interval, permutation_null_mcs, permutation_null_mmcs
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ def compare_class(
     n_views: int = 10,
     seed: int = 0,
     permutations: int = 0,
+    mmcs_permutations: int = 0,
     level: float = 0.95,
     heldout_reason: str | None = None,
 ) -> dict[str, np.ndarray]:
@@ -156,7 +157,8 @@ def compare_class(
     heads: model -> (weight (C, d), bias (C,)) of the linear classifier.
     level: coverage of the image-jackknife intervals of CMCS, SMCS (with their standard errors on
     Fisher's z scale and degrees of freedom, from which the aggregate step tests unique calls) and of MCS
-    at pre_logits; permutations: draws of the permutation null of MCS, 0 = none (rsvc.uncertainty).
+    at pre_logits; permutations: draws of the permutation null of MCS, 0 = none; mmcs_permutations: draws
+    of the chance level of the layerwise MMCS matrix (``mmcs_null/<method>``), 0 = none (rsvc.uncertainty).
     heldout_reason: the held-out set is too small to score (``concepts.min_heldout_images``): CMCS,
     SMCS, the replacement test and their intervals are NaN, no views are picked; everything measured
     on the shared patches (MMCS, MCS, cross-validated CMCS) is kept. The held-out set may then be empty.
@@ -174,10 +176,14 @@ def compare_class(
     U_held = {m: nnls_batched(heldout[m], concepts[m][PRE_LOGITS]) for m in models}
 
     # Layerwise MCS / MMCS for every layer pair, both correlation types.
-    mmcs_of, mcs_of = {}, {}
+    mmcs_of, mcs_of, mmcs_null = {}, {}, {}
     for method in ("pearson", "spearman"):
         R = layerwise_correlation(U_pool[a], U_pool[b], method=method)
         mmcs_of[method] = mmcs(R)
+        if mmcs_permutations:
+            mmcs_null[method] = permutation_null_mmcs(
+                U_pool[a], U_pool[b], pool_rows.patch_image, P=mmcs_permutations, seed=seed, method=method
+            )
         mcs_a, mcs_b = mcs(R[-1, -1])
         mcs_of[(direction(b, a), method)] = mcs_a  # a's concepts vs b's
         mcs_of[(direction(a, b), method)] = mcs_b
@@ -254,6 +260,7 @@ def compare_class(
         pool_rows=pool_rows,
         intervals=intervals,
         null=null,
+        mmcs_null=mmcs_null,
     )
 
 

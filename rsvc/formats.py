@@ -376,6 +376,7 @@ def compare_datasets(
     pool_rows: Any,
     intervals: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None,
     null: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    mmcs_null: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The datasets of a compare file, by name (written by :func:`write_compare`).
 
@@ -410,6 +411,8 @@ def compare_datasets(
     for (kind, d), values in (intervals or {}).items():
         for name, v in values.items():
             out[f"{kind}/{d}/pearson_{name}"] = np.asarray(v, dtype=np.float64)
+    for method, matrix in (mmcs_null or {}).items():  # chance level of mmcs/<method>
+        out[f"mmcs_null/{method}"] = matrix
     for d, (mean, p) in (null or {}).items():
         out[f"mcs/{d}/null_mean"], out[f"mcs/{d}/p_value"] = mean, p
     for split, rows in (("heldout", heldout_rows), ("pool", pool_rows)):
@@ -550,6 +553,15 @@ def read_mmcs(path: PathLike, method: str) -> tuple[np.ndarray, list[str], list[
         return f[f"mmcs/{method}"][()], list(read_strings(f[f"layers/{a}"])), list(read_strings(f[f"layers/{b}"]))
 
 
+def read_mmcs_null(path: PathLike, method: str) -> np.ndarray | None:
+    """The chance level ``(La, Lb)`` of a class's MMCS matrix (``mmcs_null/<method>``), None when the
+    class was skipped or the file has none (``uncertainty.mmcs_permutations: 0``)."""
+    with _open(path) as f:
+        if f.attrs.get(SKIPPED, False) or f"mmcs_null/{method}" not in f:
+            return None
+        return f[f"mmcs_null/{method}"][()]
+
+
 def read_heldout(path: PathLike, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Held-out concept coefficients ``U (m, k)`` of ``model`` and the rows: image_ids, patch_image, patch_index."""
     with _open(path) as f:
@@ -594,9 +606,12 @@ def write_layerwise(
     layers: Mapping[str, Sequence[str]],
     attrs: Mapping[str, Any],
     intervals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    null: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Mean MMCS over classes per method ``(La, Lb)``, the number of classes per cell, the layer names;
-    ``intervals``: method -> (low, high) ``(La, Lb)`` bootstrap over classes (``<method>_ci_low/high``)."""
+    ``intervals``: method -> (low, high) ``(La, Lb)`` bootstrap over classes (``<method>_ci_low/high``);
+    ``null``: method -> ``(La, Lb)`` the chance level (mean over classes of the per-class permutation null,
+    ``<method>_null``) and the calibrated matrix, mean minus chance (``<method>_calibrated``)."""
     a, b = models
     data = {
         **{m: mean[m] for m in mean},
@@ -606,6 +621,8 @@ def write_layerwise(
     }
     for m, (low, high) in (intervals or {}).items():
         data[f"{m}_ci_low"], data[f"{m}_ci_high"] = low, high
+    for m, chance in (null or {}).items():
+        data[f"{m}_null"], data[f"{m}_calibrated"] = chance, mean[m] - chance
     write_h5(path, data, attrs={**attrs, "models": [a, b]})
 
 

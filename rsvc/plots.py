@@ -178,8 +178,10 @@ def plot_layerwise_mmcs(
     model_b: str,
     metric: str = "pearson",
     n_classes: int | None = None,
+    calibrated: bool = False,
 ) -> Figure:
-    """Heatmap of the layerwise mean max concept similarity (paper Fig. 5).
+    """Heatmap of the layerwise mean max concept similarity (paper Fig. 5); ``calibrated``: the matrix is
+    MMCS minus its permutation chance level (:func:`rsvc.uncertainty.permutation_null_mmcs`), 0 = chance.
 
     ``matrix: (len(layers_a), len(layers_b))``, entry ``[l, l']`` is the MMCS between
     layer ``layers_a[l]`` of ``model_a`` (rows, top to bottom) and ``layers_b[l']`` of
@@ -224,7 +226,8 @@ def plot_layerwise_mmcs(
     cmap = mpl.colormaps[HEATMAP_CMAP].with_extremes(bad=NAN_COLOR)
     image = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     metric_name = metric.capitalize()
-    fig.colorbar(image, cax=cax, label=f"MMCS ({metric_name})")
+    what = "MMCS − chance" if calibrated else "MMCS"
+    fig.colorbar(image, cax=cax, label=f"{what} ({metric_name})")
 
     ax.set_xticks(np.arange(0, n_b, step_x), labels=[str(layers_b[i]) for i in range(0, n_b, step_x)])
     ax.set_yticks(np.arange(0, n_a, step_y), labels=[str(layers_a[i]) for i in range(0, n_a, step_y)])
@@ -253,8 +256,11 @@ def plot_layerwise_mmcs(
     n_nan = int(np.isnan(m).sum())
     if n_nan:
         sub += f"; {n_nan} of {m.size} cells NaN (grey)"
+    if calibrated:
+        sub += "; minus the chance level (b's images permuted per class)"
     fig.suptitle(
-        f"Layerwise MMCS ({metric_name}): {model_a} (rows) vs {model_b} (columns)\n{sub}",
+        f"{'Calibrated l' if calibrated else 'L'}ayerwise MMCS ({metric_name}): {model_a} (rows) vs {model_b} (columns)"
+        f"\n{sub}",
         y=1 - 0.12 / fig_h,
         va="top",
         fontsize=11,
@@ -682,20 +688,29 @@ def pair_figures(
     n_requested: int,
     sim_threshold: float,
     fdr: float = 0.05,
+    calibrated: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Callable[[], Figure]]:
     """The per-pair figures of the report, by name (drawn when called).
 
     table: the pair's tidy concept table (:data:`rsvc.tables.CONCEPT_COLUMNS`);
-    layerwise: metric -> mean MMCS ``(La, Lb)``; n_classes: classes analysed out of
-    ``n_requested``.
+    layerwise: metric -> mean MMCS ``(La, Lb)``; calibrated: metric -> mean MMCS minus its chance level
+    (absent: the calibrated figures say that no chance level was computed); n_classes: classes analysed
+    out of ``n_requested``.
     """
     a, b = model_a, model_b
     by_dir = {d: table[table["direction"] == d] for d in (f"{a}->{b}", f"{b}->{a}")}
     ab, ba = by_dir[f"{a}->{b}"], by_dir[f"{b}->{a}"]
 
-    def layerwise_figure(metric: str) -> Figure:
+    def layerwise_figure(metric: str, chance: bool = False) -> Figure:
+        if layers_a and chance and metric not in (calibrated or {}):
+            return plot_message(
+                f"Calibrated layerwise MMCS ({metric}): no chance level\n(uncertainty.mmcs_permutations = 0)"
+            )
         if layers_a:
-            return plot_layerwise_mmcs(layerwise[metric], layers_a, layers_b, a, b, metric=metric, n_classes=n_classes)
+            m = calibrated[metric] if chance else layerwise[metric]
+            return plot_layerwise_mmcs(
+                m, layers_a, layers_b, a, b, metric=metric, n_classes=n_classes, calibrated=chance
+            )
         return plot_message(
             f"Layerwise MMCS ({metric}), {a} vs {b}: no class analysed\n"
             f"(all {n_requested} skipped, see summary/run_summary.tsv)"
@@ -704,6 +719,8 @@ def pair_figures(
     return {
         "layerwise_mmcs_pearson": lambda: layerwise_figure("pearson"),
         "layerwise_mmcs_spearman": lambda: layerwise_figure("spearman"),
+        "layerwise_mmcs_pearson_calibrated": lambda: layerwise_figure("pearson", chance=True),
+        "layerwise_mmcs_spearman_calibrated": lambda: layerwise_figure("spearman", chance=True),
         "cmcs_importance_b_to_a": lambda: plot_similarity_vs_importance(
             ba,
             "cmcs_pearson",

@@ -26,6 +26,7 @@ __all__ = [
     "paired_pearson_interval",
     "mcs_intervals",
     "benjamini_hochberg",
+    "permutation_null_mmcs",
     "permutation_null_mcs",
     "concept_stability",
     "restart_stability",
@@ -293,6 +294,52 @@ def permutation_null_mcs(
         na, nb = mcs(weighted_pearson_matrix(a, bp, ones)[0])
         null_a[p], null_b[p] = na, nb
     return (*_null_summary(null_a, obs_a, P), *_null_summary(null_b, obs_b, P))
+
+
+def permutation_null_mmcs(
+    Ua: np.ndarray, Ub: np.ndarray, groups: np.ndarray, *, P: int, seed: int = 0, method: str = "pearson"
+) -> np.ndarray:
+    """The chance level of the layerwise MMCS matrix of one class: the mean over ``P`` permutations of
+    the MMCS of every layer pair with b's images permuted (each image's patches together, in grid order;
+    the same scheme as :func:`permutation_null_mcs`), computed as one matrix product per permutation of
+    the stacked standardised columns (standardising commutes with permuting rows).
+
+    Ua: (La, n, ka), Ub: (Lb, n, kb) coefficients on the same n patches -> (La, Lb); NaN where a layer
+    pair has no defined correlation. Unrelated models get this MMCS by chance (a maximum over k noisy
+    correlations); the aggregate step averages it over classes and subtracts it (the calibrated matrix).
+    """
+    from rsvc.similarity import _standardise
+    from rsvc.similarity import mmcs as mmcs_of
+
+    Ua, Ub = np.asarray(Ua, float), np.asarray(Ub, float)
+    La, n, ka = Ua.shape
+    Lb, _, kb = Ub.shape
+    groups = np.asarray(groups)
+    rows = _image_rows(groups)
+    sizes = {len(r) for r in rows}
+    if len(sizes) != 1:
+        raise ValueError("the permutation null needs the same number of patches in every image")
+    order = np.concatenate(rows)  # image-major
+    size, n_img = sizes.pop(), len(rows)
+    Za = _standardise(np.moveaxis(Ua, 1, 0).reshape(n, La * ka)[order], method)
+    Zb = _standardise(np.moveaxis(Ub, 1, 0).reshape(n, Lb * kb)[order], method).reshape(n_img, size, Lb * kb)
+    Za = np.nan_to_num(Za)  # constant columns: zero, and NaN again below
+    bad_a = ~np.isfinite(_standardise(np.moveaxis(Ua, 1, 0).reshape(n, La * ka), method)).all(axis=0)
+    bad_b = ~np.isfinite(Zb.reshape(n, -1)).all(axis=0)
+    Zb = np.nan_to_num(Zb)
+    rng = np.random.default_rng(seed)
+    total = np.zeros((La, Lb))
+    count = np.zeros((La, Lb))
+    for _ in range(P):
+        R = Za.T @ Zb[rng.permutation(n_img)].reshape(n, Lb * kb)
+        R[bad_a, :] = np.nan
+        R[:, bad_b] = np.nan
+        m = mmcs_of(np.clip(R, -1, 1).reshape(La, ka, Lb, kb).transpose(0, 2, 1, 3))
+        ok = np.isfinite(m)
+        total[ok] += m[ok]
+        count += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def _null_summary(null: np.ndarray, obs: np.ndarray, P: int) -> tuple[np.ndarray, np.ndarray]:

@@ -338,6 +338,8 @@ wildcard_constraints:
 PAIR_FIGURES = {
     "layerwise_mmcs_pearson": "layerwise_mmcs.rst",
     "layerwise_mmcs_spearman": "layerwise_mmcs.rst",
+    "layerwise_mmcs_pearson_calibrated": "layerwise_mmcs.rst",
+    "layerwise_mmcs_spearman_calibrated": "layerwise_mmcs.rst",
     "cmcs_importance_b_to_a": "similarity_importance.rst",
     "cmcs_importance_a_to_b": "similarity_importance.rst",
     "smcs_importance_a": "smcs_importance.rst",
@@ -357,6 +359,8 @@ REPORT_LABELS = {
     "concepts": ("per-concept table", "{a} ↔ {b}"),
     "layerwise_mmcs_pearson": ("layerwise MMCS (Pearson)", "{a} rows, {b} columns"),
     "layerwise_mmcs_spearman": ("layerwise MMCS (Spearman)", "{a} rows, {b} columns"),
+    "layerwise_mmcs_pearson_calibrated": ("layerwise MMCS minus chance (Pearson)", "{a} rows, {b} columns"),
+    "layerwise_mmcs_spearman_calibrated": ("layerwise MMCS minus chance (Spearman)", "{a} rows, {b} columns"),
     "cmcs_importance_b_to_a": ("CMCS vs importance", "{b} → {a}"),
     "cmcs_importance_a_to_b": ("CMCS vs importance", "{a} → {b}"),
     "smcs_importance_a": ("SMCS vs importance", "{a} → {a}"),

@@ -278,3 +278,37 @@ def test_benjamini_hochberg_and_yekutieli_match_scipy():
         np.testing.assert_array_equal(found[ok], q[ok] <= 0.05)
     with pytest.raises(ValueError, match="uncertainty.fdr_method"):
         benjamini_hochberg(p, 0.05, dependence="holm")
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_permutation_null_of_the_layerwise_mmcs_matches_brute_force(method):
+    """Chance level of every cell of the layerwise MMCS matrix: explicit loops over permutations, layer
+    pairs and concept pairs (scipy), with the same permutations of b's images; a constant column is
+    ignored (NaN) as in MMCS itself."""
+    from rsvc.similarity import mmcs
+    from rsvc.uncertainty import permutation_null_mmcs
+
+    rng = np.random.default_rng(20)
+    n_img, size, La, Lb, ka, kb = 9, 4, 2, 3, 3, 2
+    groups = np.repeat(np.arange(n_img), size)
+    Ua, Ub = rng.random((La, n_img * size, ka)), rng.random((Lb, n_img * size, kb))
+    Ub[1, :, 0] = 0.5  # a constant concept
+    corr = stats.pearsonr if method == "pearson" else stats.spearmanr
+    null = permutation_null_mmcs(Ua, Ub, groups, P=7, seed=3, method=method)
+    want = np.zeros((La, Lb))
+    perm_rng = np.random.default_rng(3)
+    for _ in range(7):
+        perm = perm_rng.permutation(n_img)
+        rows = np.concatenate([np.flatnonzero(groups == g) for g in perm])
+        for la in range(La):
+            for lb in range(Lb):
+                R = np.full((ka, kb), np.nan)
+                for i in range(ka):
+                    for j in range(kb):
+                        if np.ptp(Ub[lb, :, j]) > 0:
+                            R[i, j] = corr(Ua[la, :, i], Ub[lb, rows, j])[0]
+                want[la, lb] += mmcs(R) / 7
+    np.testing.assert_allclose(null, want, atol=1e-12)
+    # unrelated models: the observed MMCS sits at the chance level, far above 0 (a maximum of k noisy r)
+    observed = np.array([[mmcs(pearson_matrix(Ua[la], Ub[lb])) for lb in range(Lb)] for la in range(La)])
+    assert np.all(null > 0) and np.abs(observed - null).max() < 0.3

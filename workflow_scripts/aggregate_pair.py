@@ -3,7 +3,7 @@
 import pandas as pd
 
 from rsvc import plots
-from rsvc.formats import write_layerwise
+from rsvc.formats import read_mmcs_null, write_layerwise
 from rsvc.io import save_figure, write_table
 from rsvc.runtime import setup_logging
 from rsvc.tables import (
@@ -12,6 +12,7 @@ from rsvc.tables import (
     concept_rows,
     layerwise_matrices,
     layerwise_summary,
+    nan_mean,
     unique_calls,
 )
 
@@ -42,12 +43,16 @@ log.info(
     unc["fdr_method"],
 )
 
-mean, count, intervals = {}, {}, {}
+mean, count, intervals, chance, calibrated = {}, {}, {}, {}, {}
 for metric in ("pearson", "spearman"):
     matrices, *layers = layerwise_matrices(files["compare"], metric)  # each compare file read once per metric
     mean[metric], count[metric], layers_a, layers_b = layerwise_summary(matrices, *layers)
     if unc["bootstrap"] and matrices:
         intervals[metric] = class_bootstrap_interval(matrices, unc["bootstrap"], p.seed, unc["level"])
+    nulls = [n for n in (read_mmcs_null(f, metric) for f in files["compare"]) if n is not None]
+    if nulls and len(nulls) == len(matrices):  # the chance level of every analysed class
+        chance[metric] = nan_mean(nulls)[0]
+        calibrated[metric] = mean[metric] - chance[metric]
 write_layerwise(
     snakemake.output.layerwise,
     (a, b),
@@ -56,10 +61,21 @@ write_layerwise(
     {a: layers_a, b: layers_b},
     attrs={"pair": pair, "classes": list(p.classes), "n_classes_analysed": n_classes, "uncertainty": unc},
     intervals=intervals,
+    null=chance,
 )
 
 figures = plots.pair_figures(
-    table, mean, layers_a, layers_b, a, b, n_classes, len(p.classes), p.similarity_threshold, fdr=unc["fdr"]
+    table,
+    mean,
+    layers_a,
+    layers_b,
+    a,
+    b,
+    n_classes,
+    len(p.classes),
+    p.similarity_threshold,
+    fdr=unc["fdr"],
+    calibrated=calibrated,
 )
 for name, path in zip(p.figure_names, snakemake.output.figures, strict=True):
     save_figure(figures[name](), path)
