@@ -34,6 +34,7 @@ CASES = [
     ("uncertainty.fdr", 0.1, {"aggregate_pair", "gallery", "explorer", "summary"}),
     ("uncertainty.fdr_method", "by", {"aggregate_pair", "gallery", "explorer", "summary"}),
     ("uncertainty.permutations", 50, ANALYSIS),
+    ("uncertainty.mmcs_permutations", 5, ANALYSIS),
     ("models.ps.decomposition", "seminmf", CONCEPTS),
     # the pool image sets sample concept_images of one ranking and shared_images of another
     ("concepts.shared_images", 18, {"image_sets", "activations"} | CONCEPTS),
