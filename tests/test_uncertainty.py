@@ -312,3 +312,17 @@ def test_permutation_null_of_the_layerwise_mmcs_matches_brute_force(method):
     # unrelated models: the observed MMCS sits at the chance level, far above 0 (a maximum of k noisy r)
     observed = np.array([[mmcs(pearson_matrix(Ua[la], Ub[lb])) for lb in range(Lb)] for la in range(La)])
     assert np.all(null > 0) and np.abs(observed - null).max() < 0.3
+
+
+def test_a_prediction_constant_up_to_rounding_has_no_cmcs_either():
+    """The point CMCS (rsvc.similarity) and its interval agree on what is undefined: a column constant up
+    to floating-point rounding gives NaN for Pearson and Spearman, not the correlation of rounding noise."""
+    from rsvc.similarity import paired_correlation
+
+    rng = np.random.default_rng(21)
+    real = rng.random((40, 2))
+    pred = np.column_stack([0.3 + 1e-17 * rng.standard_normal(40), rng.random(40)])
+    assert np.ptp(pred[:, 0]) > 0  # not exactly constant
+    for method in ("pearson", "spearman"):
+        r = paired_correlation(pred, real, method)
+        assert np.isnan(r[0]) and np.isfinite(r[1]), method
