@@ -59,10 +59,13 @@ def run_status(
     predictions: Sequence[str | Path],
     prediction_splits: Sequence[str],
     activations: Sequence[str | Path],
+    fdr: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(status rows (STATUS_COLUMNS), unreadable images (SKIPPED_IMAGE_COLUMNS))``.
 
-    prediction_splits: the split of each prediction file, in the order of ``predictions``.
+    prediction_splits: the split of each prediction file, in the order of ``predictions``. fdr
+    (``uncertainty.fdr``): one "unique" row per pair and direction with a concept: how many concepts are
+    called unique at that false-discovery rate over the pair, and how many calls are undefined.
     """
     status = []
     for path in counts:
@@ -99,5 +102,19 @@ def run_status(
         status.append(
             ("pair", pair, "", "", "ok" if n else "empty", f"{n} of {len(analysed.get(pair, []))} classes analysed")
         )
+    if fdr is not None and len(table):
+        for (pair, d), g in table.groupby(["pair", "direction"], sort=True):
+            n, undefined = int(is_unique(g["unique"]).sum()), int(g["unique"].isna().sum())
+            status.append(
+                (
+                    "unique",
+                    pair,
+                    "",
+                    "",
+                    "ok",
+                    f"{d}: {n} of {len(g)} concepts unique at false-discovery rate {fdr:g} over the pair "
+                    f"(uncertainty.fdr; q_unique); {undefined} undefined (note)",
+                )
+            )
     status.append(("images", "", "", "", "skipped", f"{len(skipped_df)} unreadable images (see skipped_images.tsv)"))
     return pd.DataFrame(status, columns=STATUS_COLUMNS), skipped_df

@@ -135,5 +135,6 @@ rule summary:
         pairs=PAIR_NAMES,
         compare=[f for p in PAIR_NAMES for f in class_files("compare", pair=p)],
         prediction_splits=[s for m in MODELS for s in SPLITS for sh in ALL_SHARDS],
+        fdr=config["uncertainty"]["fdr"],
     script:
         "../workflow_scripts/summary.py"
