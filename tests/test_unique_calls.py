@@ -115,3 +115,25 @@ def test_the_tidy_table_round_trip_keeps_undefined_unique(tmp_path, method):
     assert str(back["unique"].dtype) == "boolean"
     assert back["unique"].isna().tolist() == t["unique"].isna().tolist()
     np.testing.assert_array_equal(is_unique(back["unique"]), is_unique(t["unique"]))
+
+
+def test_galleries_and_explorer_counts_use_the_fdr_call_and_never_an_undefined_one():
+    from rsvc.explorer import class_summary
+    from rsvc.galleries import pick_concept
+
+    table = pd.DataFrame(
+        {
+            "class_id": "c0",
+            "direction": ["b->a"] * 4,
+            "concept": range(4),
+            "cmcs_pearson": [0.1, 0.2, 0.3, 0.4],
+            "importance": [5.0, 4.0, 3.0, 9.0],
+            "unique": pd.array([pd.NA, True, False, True], dtype="boolean"),
+        }
+    )
+    # the most important unique concept is 3, then 1; the NA call (concept 0, importance 5) is never picked
+    assert pick_concept(table, "important_b_to_a_0", ("a", "b"), "c0", 0.5)["concept"] == 3
+    assert pick_concept(table, "important_b_to_a_1", ("a", "b"), "c0", 0.5)["concept"] == 1
+    assert pick_concept(table, "important_b_to_a_2", ("a", "b"), "c0", 0.5) is None
+    summary = class_summary(table, ("a", "b"))["b->a"]
+    assert summary["n_unique"] == 2 and summary["importance_unique"] == 13.0
