@@ -18,7 +18,7 @@ pre_logits on the held-out patches), layerwise MCS/MMCS over all 17 x 49 = 833
 layer pairs with Pearson and Spearman, lasso (four maps, five folds),
 importance (probability target, 30 steps), the uncertainty of the defaults
 (2 pre_logits restarts per model, the image-jackknife intervals of CMCS, SMCS and MCS, 200
-permutations of the MCS null), the chance level of the layerwise MMCS matrix (20 permutations,
+permutations of the MCS null), the chance level of the layerwise MMCS matrix (10 permutations,
 every layer pair incl. pre_logits, Pearson and Spearman; issue 27 budget: +1 s per class) and the
 replacement test plus dissimilarity views. The naive baseline does NNLS row by row with
 ``scipy.optimize.nnls`` and the layerwise correlations with
@@ -67,7 +67,7 @@ from rsvc.uncertainty import (  # noqa: E402
 )
 
 # the schema's defaults of concepts.restarts, uncertainty.permutations and uncertainty.mmcs_permutations
-RESTARTS, PERMUTATIONS, MMCS_PERMUTATIONS = 2, 200, 20
+RESTARTS, PERMUTATIONS, MMCS_PERMUTATIONS = 2, 200, 10
 from rsvc.importance import concept_importance, concept_integrated_gradients  # noqa: E402
 from rsvc.nnls import nnls_batched  # noqa: E402
 from rsvc.regression import concept_regression  # noqa: E402
@@ -190,7 +190,7 @@ def run_ours(acts, heads, rows, timer: Timer, class_index: int = 0):
             paired_pearson_interval(res.pred, U_held[tgt], rows["held_image"])
         mcs_intervals(U_shared["a"][-1], U_shared["b"][-1], rows["shared_image"])
         permutation_null_mcs(U_shared["a"][-1], U_shared["b"][-1], rows["shared_image"], P=PERMUTATIONS, seed=0)
-    with timer("mmcs chance level"):  # uncertainty.mmcs_permutations 20, every layer pair, both methods
+    with timer("mmcs chance level"):  # uncertainty.mmcs_permutations 10, every layer pair, both methods
         for method in ("pearson", "spearman"):
             permutation_null_mmcs(
                 U_shared["a"], U_shared["b"], rows["shared_image"], P=MMCS_PERMUTATIONS, seed=0, method=method

@@ -322,11 +322,9 @@ def permutation_null_mmcs(
     order = np.concatenate(rows)  # image-major
     size, n_img = sizes.pop(), len(rows)
     Za = _standardise(np.moveaxis(Ua, 1, 0).reshape(n, La * ka)[order], method)
-    Zb = _standardise(np.moveaxis(Ub, 1, 0).reshape(n, Lb * kb)[order], method).reshape(n_img, size, Lb * kb)
-    Za = np.nan_to_num(Za)  # constant columns: zero, and NaN again below
-    bad_a = ~np.isfinite(_standardise(np.moveaxis(Ua, 1, 0).reshape(n, La * ka), method)).all(axis=0)
-    bad_b = ~np.isfinite(Zb.reshape(n, -1)).all(axis=0)
-    Zb = np.nan_to_num(Zb)
+    Zb = _standardise(np.moveaxis(Ub, 1, 0).reshape(n, Lb * kb)[order], method)
+    bad_a, bad_b = ~np.isfinite(Za).all(axis=0), ~np.isfinite(Zb).all(axis=0)  # constant columns
+    Za, Zb = np.nan_to_num(Za), np.nan_to_num(Zb).reshape(n_img, size, Lb * kb)  # zero here, NaN in R below
     rng = np.random.default_rng(seed)
     total = np.zeros((La, Lb))
     count = np.zeros((La, Lb))
