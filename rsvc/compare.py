@@ -18,7 +18,7 @@ from rsvc.replacement import replacement_test
 from rsvc.selection import dissimilarity_views
 from rsvc.similarity import layerwise_correlation, mcs, mmcs
 from rsvc.specs import PRE_LOGITS, direction
-from rsvc.uncertainty import bootstrap_mcs, bootstrap_paired_pearson, permutation_null_mcs
+from rsvc.uncertainty import mcs_intervals, paired_pearson_interval, permutation_null_mcs, permutation_null_mmcs
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,21 @@ class RowSet:
         return cls(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
-def image_ranks(image_ids, class_id: str, seed: int) -> np.ndarray:
-    """A seeded pseudo-random rank per image of a class: ``(n,)`` uint64 from BLAKE2b of (seed, class,
-    image id). The ``m`` lowest-ranked images of a set are a seeded uniform sample of it; the ``m``
+#: The ranking stream of the shared set: a second seeded ranking, independent of the concept sample's
+#: (the default stream ""), as in the paper's code, where the two samples are independent draws.
+SHARED_STREAM = "shared"
+
+
+def image_ranks(image_ids, class_id: str, seed: int, stream: str = "") -> np.ndarray:
+    """A seeded pseudo-random rank per image of a class: ``(n,)`` uint64 from BLAKE2b of (seed, stream,
+    class, image id). The ``m`` lowest-ranked images of a set are a seeded uniform sample of it; the ``m``
     lowest of a union are among the ``m`` lowest of each of its parts (a bottom-m sketch), so jobs that
-    only see the parts pick the same sample of the union without sharing anything but the ids."""
+    only see the parts pick the same sample of the union without sharing anything but the ids. Streams
+    are independent rankings: ``""`` draws each model's concept images, :data:`SHARED_STREAM` the shared
+    set."""
     import hashlib
 
-    prefix = f"{seed}\x1f{class_id}\x1f".encode()
+    prefix = (f"{seed}\x1f{class_id}\x1f" if not stream else f"{seed}\x1f{stream}\x1f{class_id}\x1f").encode()
     return np.array(
         [
             int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "little")
@@ -60,21 +67,24 @@ def image_ranks(image_ids, class_id: str, seed: int) -> np.ndarray:
     )
 
 
-def lowest_ranked(image_ids, m: int | None, class_id: str, seed: int) -> np.ndarray:
-    """The ``m`` images of ``image_ids`` with the lowest :func:`image_ranks` (all if ``m`` is None or
-    not smaller), sorted by id: a seeded uniform sample."""
+def lowest_ranked(image_ids, m: int | None, class_id: str, seed: int, stream: str = "") -> np.ndarray:
+    """The ``m`` images of ``image_ids`` with the lowest :func:`image_ranks` of ``stream`` (all if ``m``
+    is None or not smaller), sorted by id: a seeded uniform sample."""
     ids = np.array(sorted(set(map(str, image_ids))), dtype=object)
     if m is None or len(ids) <= m:
         return ids
-    order = np.argsort(image_ranks(ids, class_id, seed), kind="stable")
+    order = np.argsort(image_ranks(ids, class_id, seed, stream), kind="stable")
     return np.sort(ids[order[:m]])
 
 
-def union_images(image_sets: list[np.ndarray], cap: int | None, seed: int, class_id: str = "") -> np.ndarray:
-    """Sorted union of image ids, subsampled to at most ``cap`` images: the ``cap`` lowest-ranked
-    (:func:`lowest_ranked`), i.e. a seeded uniform sample of the union."""
+def union_images(
+    image_sets: list[np.ndarray], cap: int | None, seed: int, class_id: str = "", stream: str = SHARED_STREAM
+) -> np.ndarray:
+    """Sorted union of image ids, subsampled to at most ``cap`` images: the ``cap`` lowest-ranked of
+    ``stream`` (:func:`lowest_ranked`; the shared set's ranking by default), a seeded uniform sample of
+    the union."""
     union = set().union(*[set(map(str, s)) for s in image_sets])
-    return lowest_ranked(union, cap, class_id, seed)
+    return lowest_ranked(union, cap, class_id, seed, stream)
 
 
 def gather_rows(parts: list[RowSet], images: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], RowSet]:
@@ -132,8 +142,8 @@ def compare_class(
     mix: float = 1.0,
     n_views: int = 10,
     seed: int = 0,
-    bootstrap: int = 0,
     permutations: int = 0,
+    mmcs_permutations: int = 0,
     level: float = 0.95,
     heldout_reason: str | None = None,
 ) -> dict[str, np.ndarray]:
@@ -145,8 +155,10 @@ def compare_class(
     heldout: model -> pre_logits activations on the held-out patches, (m, d).
     concepts: model -> layer -> concept basis W, (k, d_layer).
     heads: model -> (weight (C, d), bias (C,)) of the linear classifier.
-    bootstrap, permutations, level: draws of the image bootstrap (intervals of CMCS, SMCS and MCS
-    at pre_logits) and of the permutation null of MCS; 0 = none (rsvc.uncertainty).
+    level: coverage of the image-jackknife intervals of CMCS, SMCS (with their standard errors on
+    Fisher's z scale and degrees of freedom, from which the aggregate step tests unique calls) and of MCS
+    at pre_logits; permutations: draws of the permutation null of MCS, 0 = none; mmcs_permutations: draws
+    of the chance level of the layerwise MMCS matrix (``mmcs_null/<method>``), 0 = none (rsvc.uncertainty).
     heldout_reason: the held-out set is too small to score (``concepts.min_heldout_images``): CMCS,
     SMCS, the replacement test and their intervals are NaN, no views are picked; everything measured
     on the shared patches (MMCS, MCS, cross-validated CMCS) is kept. The held-out set may then be empty.
@@ -164,10 +176,14 @@ def compare_class(
     U_held = {m: nnls_batched(heldout[m], concepts[m][PRE_LOGITS]) for m in models}
 
     # Layerwise MCS / MMCS for every layer pair, both correlation types.
-    mmcs_of, mcs_of = {}, {}
+    mmcs_of, mcs_of, mmcs_null = {}, {}, {}
     for method in ("pearson", "spearman"):
         R = layerwise_correlation(U_pool[a], U_pool[b], method=method)
         mmcs_of[method] = mmcs(R)
+        if mmcs_permutations:
+            mmcs_null[method] = permutation_null_mmcs(
+                U_pool[a], U_pool[b], pool_rows.patch_image, P=mmcs_permutations, seed=seed, method=method
+            )
         mcs_a, mcs_b = mcs(R[-1, -1])
         mcs_of[(direction(b, a), method)] = mcs_a  # a's concepts vs b's
         mcs_of[(direction(a, b), method)] = mcs_b
@@ -213,13 +229,13 @@ def compare_class(
         views_of[direction(src, tgt)] = views
 
     intervals, null = {}, {}
-    if bootstrap:
-        for (src, tgt), res in reg.items():
-            intervals[("regression", direction(src, tgt))] = bootstrap_paired_pearson(
-                res.pred, U_held[tgt], heldout_rows.patch_image, B=bootstrap, seed=seed, level=level
-            )
-        ci_a, ci_b = bootstrap_mcs(U_pool[a][-1], U_pool[b][-1], groups, B=bootstrap, seed=seed, level=level)
-        intervals[("mcs", direction(b, a))], intervals[("mcs", direction(a, b))] = ci_a, ci_b
+    for (src, tgt), res in reg.items():
+        intervals[("regression", direction(src, tgt))] = paired_pearson_interval(
+            res.pred, U_held[tgt], heldout_rows.patch_image, level
+        )
+    ci_a, ci_b = mcs_intervals(U_pool[a][-1], U_pool[b][-1], groups, level)
+    intervals[("mcs", direction(b, a))] = {"ci_low": ci_a[0], "ci_high": ci_a[1]}
+    intervals[("mcs", direction(a, b))] = {"ci_low": ci_b[0], "ci_high": ci_b[1]}
     if permutations:
         mean_a, p_a, mean_b, p_b = permutation_null_mcs(U_pool[a][-1], U_pool[b][-1], groups, P=permutations, seed=seed)
         null[direction(b, a)], null[direction(a, b)] = (mean_a, p_a), (mean_b, p_b)
@@ -244,6 +260,7 @@ def compare_class(
         pool_rows=pool_rows,
         intervals=intervals,
         null=null,
+        mmcs_null=mmcs_null,
     )
 
 
@@ -258,5 +275,4 @@ def _mask_heldout(regression, replacement, views, intervals) -> None:
     for d in views:
         views[d] = np.full_like(views[d], -1)
     for key in [key for key in intervals if key[0] == "regression"]:
-        low, high = intervals[key]
-        intervals[key] = (np.full_like(low, np.nan, dtype=np.float64), np.full_like(high, np.nan, dtype=np.float64))
+        intervals[key] = {name: np.full_like(v, np.nan, dtype=np.float64) for name, v in intervals[key].items()}

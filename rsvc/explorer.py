@@ -35,6 +35,7 @@ from rsvc.formats import read_compare_status, read_concept_views, read_mmcs
 from rsvc.galleries import VIEW_GROUPS, canonical_patches
 from rsvc.io import atomic_dir
 from rsvc.specs import direction
+from rsvc.tables import is_unique
 from rsvc.web import script_json
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ CONCEPT_NUMBERS = (
     "match_acc",
     "delta_pearson",
     "stability_self_mcs",
+    "p_unique",
+    "q_unique",
 )
 
 
@@ -146,7 +149,7 @@ def class_summary(rows: pd.DataFrame, models: tuple[str, str]) -> dict[str, Any]
     for src, tgt in ((b, a), (a, b)):
         d = direction(src, tgt)
         g = rows[rows["direction"] == d]
-        unique = g["unique"].astype(bool)
+        unique = is_unique(g["unique"])
         cmcs = g["cmcs_pearson"].dropna()
         out[d] = {
             "n": len(g),
@@ -173,7 +176,10 @@ def concept_records(rows: pd.DataFrame, views: Mapping[str, Any], tile_of: Mappi
         out.append(
             {
                 "concept": i,
-                "unique": bool(r.unique),
+                "unique": None
+                if r.unique is None or r.unique != r.unique or str(r.unique) == "<NA>"
+                else bool(r.unique),
+                "note": str(r.note),
                 **{c: _number(getattr(r, c)) for c in CONCEPT_NUMBERS},
                 "views": groups,
             }
@@ -266,6 +272,8 @@ def build_explorer(
     image_size: int,
     thumb_size: int = 48,
     similarity_threshold: float = 0.5,
+    fdr: float = 0.05,
+    fdr_method: str = "bh",
     threads: int = 1,
 ) -> dict[str, Any]:
     """Write the explorer of one pair to the folder ``out`` (atomically: built next to it, then renamed).
@@ -298,6 +306,8 @@ def build_explorer(
                 {"key": direction(a, b), "source": a, "target": b},
             ],
             "similarity_threshold": similarity_threshold,
+            "fdr": fdr,
+            "fdr_method": fdr_method,
             "classes": entries,
         }
         (site / "data" / "index.js").write_text(

@@ -153,7 +153,7 @@ def read_predictions(paths: Iterable[PathLike]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- image sets (TSV)
-IMAGE_SET_COLUMNS = ["class_id", "image_id", "path"]
+IMAGE_SET_COLUMNS = ["class_id", "image_id", "path", "sampled"]
 COUNT_COLUMNS = ["model", "split", "class_id", "n_predicted", "n_selected", "status", "reason"]
 
 
@@ -164,9 +164,14 @@ def write_image_sets(sets_path: PathLike, counts_path: PathLike, sets: pd.DataFr
     write_table(counts_path, counts[COUNT_COLUMNS] if len(counts) else pd.DataFrame(columns=COUNT_COLUMNS))
 
 
-def read_image_sets(path: PathLike, classes: Sequence[str] | None = None) -> dict[str, list[tuple[str, str]]]:
-    """``{class_id: [(image_id, path), ...]}`` from an image-set table (restricted to ``classes``)."""
+def read_image_sets(
+    path: PathLike, classes: Sequence[str] | None = None, *, sampled_only: bool = True
+) -> dict[str, list[tuple[str, str]]]:
+    """``{class_id: [(image_id, path), ...]}`` from an image-set table (restricted to ``classes``): the
+    sampled images (those extracted), or with ``sampled_only=False`` every image of the class's set."""
     df = _pd().read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if sampled_only and "sampled" in df.columns:
+        df = df[df["sampled"] == "True"]
     keep = None if classes is None else set(classes)
     return {
         cid: list(zip(sub["image_id"], sub["path"]))
@@ -394,6 +399,7 @@ def compare_datasets(
     pool_rows: Any,
     intervals: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None,
     null: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    mmcs_null: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The datasets of a compare file, by name (written by :func:`write_compare`).
 
@@ -402,8 +408,10 @@ def compare_datasets(
     pred ``(m, k)``}; replacement: direction -> {l2, kl, match_acc ``(k,)``}; views:
     direction -> ``(k, 3, n)`` held-out rows (top real, over, under; -1 = none);
     heldout_U / pool_U_pre_logits: model -> ``(m, k)`` / ``(n, k)``; rows: RowSets.
-    intervals: ("regression" | "mcs", direction) -> (low, high) ``(k,)`` bootstrap interval of the
-    Pearson score; null: direction -> (null mean, p-value) ``(k,)`` of MCS (rsvc.uncertainty).
+    intervals: ("regression" | "mcs", direction) -> {"ci_low", "ci_high"[, "se_z", "df"]} ``(k,)``: the
+    image-jackknife interval of the Pearson score (and, for the regressions, its standard error on Fisher's
+    z scale and degrees of freedom); null: direction -> (null mean, p-value) ``(k,)`` of MCS
+    (rsvc.uncertainty).
     """
     out: dict[str, np.ndarray] = {}
     for m, names in layers.items():
@@ -423,8 +431,11 @@ def compare_datasets(
     for m in layers:
         out[f"heldout/U/{m}"] = heldout_U[m]
         out[f"pool/U_pre_logits/{m}"] = pool_U_pre_logits[m]
-    for (kind, d), (low, high) in (intervals or {}).items():
-        out[f"{kind}/{d}/pearson_ci_low"], out[f"{kind}/{d}/pearson_ci_high"] = low, high
+    for (kind, d), values in (intervals or {}).items():
+        for name, v in values.items():
+            out[f"{kind}/{d}/pearson_{name}"] = np.asarray(v, dtype=np.float64)
+    for method, matrix in (mmcs_null or {}).items():  # chance level of mmcs/<method>
+        out[f"mmcs_null/{method}"] = matrix
     for d, (mean, p) in (null or {}).items():
         out[f"mcs/{d}/null_mean"], out[f"mcs/{d}/p_value"] = mean, p
     for split, rows in (("heldout", heldout_rows), ("pool", pool_rows)):
@@ -514,6 +525,8 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
                 "cmcs_pearson_ci_high": f"regression/{d}/pearson_ci_high",
                 "smcs_pearson_ci_low": f"regression/{same}/pearson_ci_low",
                 "smcs_pearson_ci_high": f"regression/{same}/pearson_ci_high",
+                "cmcs_pearson_se_z": f"regression/{d}/pearson_se_z",
+                "cmcs_pearson_df": f"regression/{d}/pearson_df",
                 "mcs_pearson_ci_low": f"mcs/{d}/pearson_ci_low",
                 "mcs_pearson_ci_high": f"mcs/{d}/pearson_ci_high",
                 "mcs_null_mean": f"mcs/{d}/null_mean",
@@ -526,7 +539,9 @@ def read_compare_metrics(path: PathLike) -> dict[str, Any] | None:
         rel = {m: f[f"rel_error/{m}"][()] for m in (a, b)}
         note = str(f.attrs.get("note", ""))
         importance = {m: f[f"importance/{m}"][()] for m in (a, b) if f"importance/{m}" in f}
+        has_stability = {m: f"stability/{m}/self_mcs" in f for m in (a, b)}
         return {
+            "has_stability": has_stability,
             "models": (a, b),
             "class_id": str(f.attrs["class_id"]),
             "directions": dirs,
@@ -541,6 +556,8 @@ UNCERTAINTY_COLUMNS = (
     "cmcs_pearson_ci_high",
     "smcs_pearson_ci_low",
     "smcs_pearson_ci_high",
+    "cmcs_pearson_se_z",
+    "cmcs_pearson_df",
     "mcs_pearson_ci_low",
     "mcs_pearson_ci_high",
     "mcs_null_mean",
@@ -557,6 +574,15 @@ def read_mmcs(path: PathLike, method: str) -> tuple[np.ndarray, list[str], list[
             return None
         a, b = _models(f)
         return f[f"mmcs/{method}"][()], list(read_strings(f[f"layers/{a}"])), list(read_strings(f[f"layers/{b}"]))
+
+
+def read_mmcs_null(path: PathLike, method: str) -> np.ndarray | None:
+    """The chance level ``(La, Lb)`` of a class's MMCS matrix (``mmcs_null/<method>``), None when the
+    class was skipped or the file has none (``uncertainty.mmcs_permutations: 0``)."""
+    with _open(path) as f:
+        if f.attrs.get(SKIPPED, False) or f"mmcs_null/{method}" not in f:
+            return None
+        return f[f"mmcs_null/{method}"][()]
 
 
 def read_heldout(path: PathLike, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -603,9 +629,12 @@ def write_layerwise(
     layers: Mapping[str, Sequence[str]],
     attrs: Mapping[str, Any],
     intervals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    null: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Mean MMCS over classes per method ``(La, Lb)``, the number of classes per cell, the layer names;
-    ``intervals``: method -> (low, high) ``(La, Lb)`` bootstrap over classes (``<method>_ci_low/high``)."""
+    ``intervals``: method -> (low, high) ``(La, Lb)`` bootstrap over classes (``<method>_ci_low/high``);
+    ``null``: method -> ``(La, Lb)`` the chance level (mean over classes of the per-class permutation null,
+    ``<method>_null``) and the calibrated matrix, mean minus chance (``<method>_calibrated``)."""
     a, b = models
     data = {
         **{m: mean[m] for m in mean},
@@ -615,6 +644,8 @@ def write_layerwise(
     }
     for m, (low, high) in (intervals or {}).items():
         data[f"{m}_ci_low"], data[f"{m}_ci_high"] = low, high
+    for m, chance in (null or {}).items():
+        data[f"{m}_null"], data[f"{m}_calibrated"] = chance, mean[m] - chance
     write_h5(path, data, attrs={**attrs, "models": [a, b]})
 
 
@@ -636,7 +667,12 @@ def read_concept_table(path: PathLike) -> pd.DataFrame:
     concept), as written by the aggregate_pair job; ids and names as ``str``, numbers as float64
     (NaN for empty cells; only empty cells: a class named "NA" stays a name)."""
     text = {"pair": str, "model_a": str, "model_b": str, "class_id": str, "class_name": str, "note": str}
-    table = _pd().read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
+    pd = _pd()
+    table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
     for column in set(text) & set(table.columns):
         table[column] = table[column].fillna("")
+    if "unique" in table.columns:  # True / False / empty (undefined: NA, never False)
+        table["unique"] = (
+            table["unique"].map({True: True, False: False, "True": True, "False": False}).astype("boolean")
+        )
     return table

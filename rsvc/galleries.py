@@ -10,6 +10,7 @@ import pandas as pd
 
 from rsvc.formats import read_concept_views
 from rsvc.specs import direction
+from rsvc.tables import is_unique
 
 VIEW_GROUPS = ("top_real", "over", "under")  # the rows of a compare file's ``views``
 
@@ -26,8 +27,9 @@ def pick_concept(
     """The concept row (of the tidy table) that gallery ``name`` shows, None when none qualifies.
 
     ``lowest_cmcs_class0_*``: the lowest CMCS of class ``class0``; ``important_*_i``: the
-    i-th most important concept flagged ``unique`` (its CMCS interval below ``sim_threshold``
-    and its stability floor, :func:`rsvc.tables.unique_concepts`).
+    i-th most important concept flagged ``unique`` (discovered at the run's false-discovery rate:
+    CMCS significantly below ``sim_threshold`` and its stability floor, :func:`rsvc.tables.unique_calls`;
+    undefined calls never qualify).
     """
     src, tgt = gallery_direction(name, models)
     rows = table[table["direction"] == direction(src, tgt)].dropna(subset=["cmcs_pearson"])
@@ -35,24 +37,23 @@ def pick_concept(
         rows = rows[rows["class_id"] == class0].sort_values("cmcs_pearson")
         return rows.iloc[0] if len(rows) else None
     i = int(name.rsplit("_", 1)[1])
-    rows = rows[pd.to_numeric(rows["unique"], errors="coerce").fillna(0).astype(bool)].sort_values(
-        "importance", ascending=False
-    )
+    rows = rows[is_unique(rows["unique"])].sort_values("importance", ascending=False)
     return rows.iloc[i] if len(rows) > i else None
 
 
-def nothing_to_show(table: pd.DataFrame, name: str, models: tuple[str, str], class0: str) -> str:
+def nothing_to_show(table: pd.DataFrame, name: str, models: tuple[str, str], class0: str, fdr: float) -> str:
     """Why gallery ``name`` has no concept, in plain words (the figure says it instead of a blank gallery)."""
     src, tgt = gallery_direction(name, models)
     rows = table[table["direction"] == direction(src, tgt)].dropna(subset=["cmcs_pearson"])
     if name.startswith("lowest_cmcs_class0"):
         return f"Nothing to show: class {class0} has no concept of {tgt} with a CMCS from {src}\n(skipped or unscored)"
     i = int(name.rsplit("_", 1)[1])
-    n_unique = int(pd.to_numeric(rows["unique"], errors="coerce").fillna(0).astype(bool).sum())
+    n_unique = int(is_unique(rows["unique"]).sum())
     found = f"{n_unique} concept{'s' if n_unique != 1 else ''}" if n_unique else "no concept"
     return (
         f"Nothing to show: {found} of {tgt} {'are' if n_unique > 1 else 'is'} flagged unique from {src} in this run,\n"
-        f"so there is no #{i + 1} most important unique concept (column 'unique' of the concept table)"
+        f"so there is no #{i + 1} most important unique concept (unique: CMCS significantly below the threshold\n"
+        f"and the concept's stability floor, discovered at FDR {fdr:g}; column 'unique' of the concept table)"
     )
 
 

@@ -75,6 +75,12 @@ def concepts_job(
         picks, kept = gather_rows([RowSet(image_ids, patch_image, patch_index)], keep)
         acts = {layer: take_rows([A], picks) for layer, A in acts.items()}
         image_ids, patch_image, patch_index = kept.image_ids, kept.patch_image, kept.patch_index
+    n_patches = len(patch_image)
+    if k > n_patches:
+        return Skipped(
+            f"{n_patches} patches ({len(image_ids)} images) < concepts.k={k}: too few for k concepts; "
+            "lower concepts.k or raise concepts.min_images_per_model to skip such classes earlier"
+        )
     W, U, fit = {}, {}, {}
     for layer, A in acts.items():
         A = np.asarray(A, dtype=np.float64)
@@ -124,7 +130,7 @@ def _gather_union(models, files, class_id, layers_of, cap, seed):
     files: (model, owner) -> activation file. -> ``(acts {model: {layer: (n, d) float64}}, RowSet,
     size of the union before the cap)`` or ``(None, None, 0)`` when no owner has an image of the class.
     """
-    from rsvc.compare import gather_rows, lowest_ranked, take_rows, union_images
+    from rsvc.compare import SHARED_STREAM, gather_rows, lowest_ranked, take_rows, union_images
 
     a = models[0]
     parts = {m: [_load_rows(files[(m, o)], class_id, layers_of[m]) for o in models] for m in models}
@@ -132,7 +138,9 @@ def _gather_union(models, files, class_id, layers_of, cap, seed):
     if not present:
         return None, None, 0
     union = union_images([parts[a][i][1].image_ids for i in present], None, seed)
-    images = lowest_ranked(union, cap, class_id, seed)
+    # the shared set's own ranking (independent of the concept samples); every file holds each owner's
+    # cap lowest of that ranking, so these are the cap lowest of the union of the full predicted sets
+    images = lowest_ranked(union, cap, class_id, seed, SHARED_STREAM)
     picks, rows = gather_rows([parts[a][i][1] for i in present], images)
     for m in models:  # both models must see exactly the same patches
         _, rows_m = gather_rows([parts[m][i][1] for i in present], images)
@@ -166,6 +174,7 @@ def compare_job(
     uncertainty: Mapping[str, Any] | None = None,
     importance: Mapping[str, Any] | None = None,
     class_index: int | None = None,
+    predicted: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, np.ndarray] | Skipped, dict[str, Any]]:
     """Every RSVC comparison of one class for a model pair, from the stored files.
 
@@ -179,7 +188,9 @@ def compare_job(
     held-out images is compared, but its held-out scores are NaN and ``attrs["note"]`` says why.
     ``importance`` (``{"target", "steps"}``, with ``class_index``): concept importance is also computed
     on the shared set (``importance/<model>``, config ``importance.images: shared``, what the paper's
-    code does) instead of only on each model's own concept images.
+    code does) instead of only on each model's own concept images. ``predicted``: model -> the ids of
+    every pool image the model predicts as the class (its full set, before any sample): the union rule
+    and ``n_union_images`` count the union of these; without it, the union of the stored (sampled) sets.
     """
     from rsvc.compare import RowSet, compare_class
 
@@ -203,6 +214,8 @@ def compare_job(
     pool, pool_rows, n_union = _gather_union(models, files(splits["pool"]), class_id, layers_of, shared_images, seed)
     if pool is None:
         return Skipped(f"no images of this class in split {splits['pool']}"), {}
+    if predicted is not None:  # the union of the full predicted sets, not of the stored samples
+        n_union = len(set().union(*(set(map(str, predicted[m])) for m in models)))
     if n_union < min_images:
         return Skipped(
             f"{n_union} images in the union of both models' pool sets < concepts.min_images={min_images}"
@@ -294,12 +307,18 @@ def image_sets_job(
     seed: int,
     model: str,
     split: str,
+    shared_images: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Image sets I_m^c: the readable images ``model`` predicts as c (``by="predicted"``, the paper) or the
     images of folder c (``by="labels"``), sampled (seeded per class) to ``max_images``.
 
     predictions: :func:`rsvc.formats.read_predictions` of every shard of the split.
     min_images: classes with fewer images are skipped (the pool split), None = keep all.
+    shared_images (the pool split): besides the ``max_images`` lowest of the concept ranking (the model's
+    concept images), the ``shared_images`` lowest of the shared set's own ranking are sampled, so that
+    the compare job finds the shared set of any pair among the stored images
+    (:data:`rsvc.compare.SHARED_STREAM`). Every image of the class is listed, ``sampled`` says which
+    ones are extracted (the others only count: the union of the full predicted sets).
     -> ``(sets, counts)`` for :func:`rsvc.formats.write_image_sets`.
     """
     import pandas as pd
@@ -321,12 +340,16 @@ def image_sets_job(
                 reason = f"nothing predicted: no image is predicted as this class ({reason})"
             counts.append((model, split, cid, n, 0, "skipped", reason))
             continue
-        if n > max_images:  # the max_images lowest-ranked: a seeded sample (rsvc.compare.lowest_ranked)
-            from rsvc.compare import lowest_ranked
+        from rsvc.compare import SHARED_STREAM, lowest_ranked
 
-            cand = cand[cand["image_id"].isin(set(lowest_ranked(cand["image_id"], max_images, cid, seed)))]
-        sets.append(cand.assign(class_id=cid)[IMAGE_SET_COLUMNS])
-        counts.append((model, split, cid, n, len(cand), OK, ""))
+        # the max_images lowest-ranked: a seeded sample (rsvc.compare.lowest_ranked), and the shared
+        # set's candidates from its own ranking
+        keep = set(lowest_ranked(cand["image_id"], max_images, cid, seed))
+        if shared_images is not None:
+            keep |= set(lowest_ranked(cand["image_id"], shared_images, cid, seed, SHARED_STREAM))
+        cand = cand.assign(class_id=cid, sampled=cand["image_id"].isin(keep))
+        sets.append(cand[IMAGE_SET_COLUMNS])
+        counts.append((model, split, cid, n, int(cand["sampled"].sum()), OK, ""))
     sets_df = pd.concat(sets) if sets else pd.DataFrame(columns=IMAGE_SET_COLUMNS)
     return sets_df, pd.DataFrame(counts, columns=COUNT_COLUMNS)
 

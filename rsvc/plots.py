@@ -35,6 +35,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from rsvc.tables import is_unique
+
 __all__ = [
     "GROUP_COLORS",
     "GROUP_LABELS",
@@ -182,8 +184,10 @@ def plot_layerwise_mmcs(
     model_b: str,
     metric: str = "pearson",
     n_classes: int | None = None,
+    calibrated: bool = False,
 ) -> Figure:
-    """Heatmap of the layerwise mean max concept similarity (paper Fig. 5).
+    """Heatmap of the layerwise mean max concept similarity (paper Fig. 5); ``calibrated``: the matrix is
+    MMCS minus its permutation chance level (:func:`rsvc.uncertainty.permutation_null_mmcs`), 0 = chance.
 
     ``matrix: (len(layers_a), len(layers_b))``, entry ``[l, l']`` is the MMCS between
     layer ``layers_a[l]`` of ``model_a`` (rows, top to bottom) and ``layers_b[l']`` of
@@ -228,7 +232,8 @@ def plot_layerwise_mmcs(
     cmap = mpl.colormaps[HEATMAP_CMAP].with_extremes(bad=NAN_COLOR)
     image = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     metric_name = metric.capitalize()
-    fig.colorbar(image, cax=cax, label=f"MMCS ({metric_name})")
+    what = "MMCS − chance" if calibrated else "MMCS"
+    fig.colorbar(image, cax=cax, label=f"{what} ({metric_name})")
 
     ax.set_xticks(np.arange(0, n_b, step_x), labels=[str(layers_b[i]) for i in range(0, n_b, step_x)])
     ax.set_yticks(np.arange(0, n_a, step_y), labels=[str(layers_a[i]) for i in range(0, n_a, step_y)])
@@ -257,8 +262,11 @@ def plot_layerwise_mmcs(
     n_nan = int(np.isnan(m).sum())
     if n_nan:
         sub += f"; {n_nan} of {m.size} cells NaN (grey)"
+    if calibrated:
+        sub += "; minus the chance level (b's images permuted per class)"
     fig.suptitle(
-        f"Layerwise MMCS ({metric_name}): {model_a} (rows) vs {model_b} (columns)\n{sub}",
+        f"{'Calibrated l' if calibrated else 'L'}ayerwise MMCS ({metric_name}): {model_a} (rows) vs {model_b} (columns)"
+        f"\n{sub}",
         y=1 - 0.12 / fig_h,
         va="top",
         fontsize=11,
@@ -300,6 +308,7 @@ def plot_similarity_vs_importance(
     title: str = "",
     sim_threshold: float = 0.5,
     imp_quantile: float = 0.75,
+    fdr: float = 0.05,
 ) -> Figure:
     """Density of concept importance (y) against concept similarity (x), as in the paper's Fig. 3 (A8 for SMCS).
 
@@ -345,8 +354,8 @@ def plot_similarity_vs_importance(
     size = 18 if len(x) < 500 else 6
     ax.scatter(x, y, s=size, c="black", alpha=0.55 if len(x) < 2000 else 0.25, linewidths=0, zorder=3)
     if similarity.startswith("cmcs") and "unique" in data.columns:
-        u = pd.to_numeric(data["unique"], errors="coerce").fillna(0).astype(bool).to_numpy()
-        if u.any():  # the flagged concepts ringed: interval below the threshold and the stability floor
+        u = is_unique(data["unique"])
+        if u.any():  # the unique concepts ringed: discovered at the run's FDR (rsvc.tables.unique_calls)
             ax.scatter(
                 x[u],
                 y[u],
@@ -355,7 +364,7 @@ def plot_similarity_vs_importance(
                 edgecolors="crimson",
                 linewidths=1.1,
                 zorder=4,
-                label=f"unique ({int(u.sum())})",
+                label=f"unique at FDR {fdr:g} ({int(u.sum())})",
             )
 
     ax.set_xlim(xlim)
@@ -475,10 +484,10 @@ def _error_bars(ax: mpl.axes.Axes, data: pd.DataFrame, cmcs: str) -> None:
             ecolor="0.65",
             elinewidth=0.7,
             zorder=1,
-            label="95 % bootstrap interval",
+            label="95 % image-jackknife interval",
         )
     if "unique" in data.columns:
-        u = pd.to_numeric(data["unique"], errors="coerce").fillna(0).astype(bool).to_numpy()
+        u = is_unique(data["unique"])
         if u.any():
             ax.scatter(
                 x[u],
@@ -488,7 +497,7 @@ def _error_bars(ax: mpl.axes.Axes, data: pd.DataFrame, cmcs: str) -> None:
                 edgecolors="black",
                 linewidths=1.2,
                 zorder=4,
-                label="unique (CMCS interval below threshold and stability floor)",
+                label="unique (CMCS below threshold and stability floor, FDR-controlled)",
             )
 
 
@@ -702,20 +711,30 @@ def pair_figures(
     n_classes: int,
     n_requested: int,
     sim_threshold: float,
+    fdr: float = 0.05,
+    calibrated: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Callable[[], Figure]]:
     """The per-pair figures of the report, by name (drawn when called).
 
     table: the pair's tidy concept table (:data:`rsvc.tables.CONCEPT_COLUMNS`);
-    layerwise: metric -> mean MMCS ``(La, Lb)``; n_classes: classes analysed out of
-    ``n_requested``.
+    layerwise: metric -> mean MMCS ``(La, Lb)``; calibrated: metric -> mean MMCS minus its chance level
+    (absent: the calibrated figures say that no chance level was computed); n_classes: classes analysed
+    out of ``n_requested``.
     """
     a, b = model_a, model_b
     by_dir = {d: table[table["direction"] == d] for d in (f"{a}->{b}", f"{b}->{a}")}
     ab, ba = by_dir[f"{a}->{b}"], by_dir[f"{b}->{a}"]
 
-    def layerwise_figure(metric: str) -> Figure:
+    def layerwise_figure(metric: str, chance: bool = False) -> Figure:
+        if layers_a and chance and metric not in (calibrated or {}):
+            return plot_message(
+                f"Calibrated layerwise MMCS ({metric}): no chance level\n(uncertainty.mmcs_permutations = 0)"
+            )
         if layers_a:
-            return plot_layerwise_mmcs(layerwise[metric], layers_a, layers_b, a, b, metric=metric, n_classes=n_classes)
+            m = calibrated[metric] if chance else layerwise[metric]
+            return plot_layerwise_mmcs(
+                m, layers_a, layers_b, a, b, metric=metric, n_classes=n_classes, calibrated=chance
+            )
         return plot_message(
             f"Layerwise MMCS ({metric}), {a} vs {b}: no class analysed\n"
             f"(all {n_requested} skipped, see summary/run_summary.tsv)"
@@ -724,17 +743,35 @@ def pair_figures(
     return {
         "layerwise_mmcs_pearson": lambda: layerwise_figure("pearson"),
         "layerwise_mmcs_spearman": lambda: layerwise_figure("spearman"),
+        "layerwise_mmcs_pearson_calibrated": lambda: layerwise_figure("pearson", chance=True),
+        "layerwise_mmcs_spearman_calibrated": lambda: layerwise_figure("spearman", chance=True),
         "cmcs_importance_b_to_a": lambda: plot_similarity_vs_importance(
-            ba, "cmcs_pearson", f"CMCS {b} -> {a} vs importance for {a} (pre_logits)", sim_threshold=sim_threshold
+            ba,
+            "cmcs_pearson",
+            f"CMCS {b} -> {a} vs importance for {a} (pre_logits)",
+            sim_threshold=sim_threshold,
+            fdr=fdr,
         ),
         "cmcs_importance_a_to_b": lambda: plot_similarity_vs_importance(
-            ab, "cmcs_pearson", f"CMCS {a} -> {b} vs importance for {b} (pre_logits)", sim_threshold=sim_threshold
+            ab,
+            "cmcs_pearson",
+            f"CMCS {a} -> {b} vs importance for {b} (pre_logits)",
+            sim_threshold=sim_threshold,
+            fdr=fdr,
         ),
         "smcs_importance_a": lambda: plot_similarity_vs_importance(
-            ba, "smcs_pearson", f"SMCS {a} -> {a} vs importance for {a} (pre_logits)", sim_threshold=sim_threshold
+            ba,
+            "smcs_pearson",
+            f"SMCS {a} -> {a} vs importance for {a} (pre_logits)",
+            sim_threshold=sim_threshold,
+            fdr=fdr,
         ),
         "smcs_importance_b": lambda: plot_similarity_vs_importance(
-            ab, "smcs_pearson", f"SMCS {b} -> {b} vs importance for {b} (pre_logits)", sim_threshold=sim_threshold
+            ab,
+            "smcs_pearson",
+            f"SMCS {b} -> {b} vs importance for {b} (pre_logits)",
+            sim_threshold=sim_threshold,
+            fdr=fdr,
         ),
         "replacement_b_to_a": lambda: plot_replacement_test(
             ba, f"Replacement test: {a}'s concepts predicted from {b} (pre_logits)"

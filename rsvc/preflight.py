@@ -62,14 +62,14 @@ def check_structure(
             f"dataset.patch_size={ds['patch_size']} is larger than dataset.image_size={ds['image_size']}; "
             "use a patch size <= the image size"
         )
-    else:
+    else:  # k above the patches of a small class: that class is skipped with its reason (rsvc.jobs.concepts_job)
         n_grid = n_patches(ds["image_size"], ds["patch_size"])
         c = config["concepts"]
-        if c["k"] > c["min_images_per_model"] * n_grid:
+        if c["k"] > c["concept_images"] * n_grid:
             errors.append(
-                f"concepts.k={c['k']} is larger than the {c['min_images_per_model'] * n_grid} patches of a "
-                f"class with concepts.min_images_per_model={c['min_images_per_model']} images ({n_grid} patches "
-                "each); lower concepts.k or raise concepts.min_images_per_model"
+                f"concepts.k={c['k']} is larger than the {c['concept_images'] * n_grid} patches of the largest "
+                f"concept sample (concepts.concept_images={c['concept_images']} images, {n_grid} patches each): "
+                "every class would be skipped; lower concepts.k or raise concepts.concept_images"
             )
     if config["regression"]["folds"] > config["concepts"]["min_images"]:
         errors.append(

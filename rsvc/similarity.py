@@ -26,16 +26,18 @@ _METHODS = ("pearson", "spearman")
 def _standardise(X: np.ndarray, method: str) -> np.ndarray:
     """Columns of ``X: (n, ..., p)`` along axis 0 scaled to zero mean and unit norm.
 
-    Constant columns (all values equal) become NaN. Spearman ranks first.
+    Constant columns (all values equal up to rounding: spread <= 1e-12 of the largest magnitude) become
+    NaN. Spearman ranks first.
     """
     X = np.asarray(X, dtype=np.float64)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if X.shape[0] < 2:
         raise ValueError("correlations need at least two rows")
+    # constant up to rounding (an all-zero lasso prediction, un-standardised): no correlation
+    constant = np.ptp(X, axis=0) <= 1e-12 * np.abs(X).max(axis=0)
     if method == "spearman":
         X = rankdata(X, axis=0)  # average ranks for ties
-    constant = np.all(X == X[:1], axis=0)
     Xc = X - X.mean(axis=0)
     norm = np.sqrt(np.einsum("n...,n...->...", Xc, Xc))
     bad = constant | ~(norm > 0)

@@ -16,7 +16,7 @@ from rsvc.formats import (
     read_predictions,
     read_skipped_images,
 )
-from rsvc.tables import CONCEPT_COLUMNS
+from rsvc.tables import CONCEPT_COLUMNS, is_unique
 
 STATUS_COLUMNS = ["stage", "what", "split", "class_id", "status", "reason"]
 SKIPPED_IMAGE_COLUMNS = ["stage", "path", "reason"]
@@ -24,7 +24,7 @@ PAIR_METRICS = ["mcs_pearson", "cmcs_pearson", "smcs_pearson", "cmcs_spearman", 
 PAIR_COLUMNS = (
     ["pair", "direction", "n_classes", "n_concepts"]
     + [f"{s}_{m}" for m in PAIR_METRICS for s in ("mean", "nan")]
-    + ["median_cmcs_pearson"]
+    + ["median_cmcs_pearson", "n_unique", "n_unique_undefined"]
 )
 
 
@@ -35,7 +35,9 @@ def concept_table(tables: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def pair_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (pair, direction): classes, concepts, mean and NaN count of each metric, median CMCS."""
+    """One row per (pair, direction): classes, concepts, mean and NaN count of each metric, median CMCS,
+    the concepts called unique (discovered at ``uncertainty.fdr`` over the pair, :func:`rsvc.tables.unique_calls`)
+    and those whose call is undefined (NA, reason in the table's note)."""
     rows = []
     for (pair, d), g in table.groupby(["pair", "direction"], sort=True):
         row = {"pair": pair, "direction": d, "n_classes": g["class_id"].nunique(), "n_concepts": len(g)}
@@ -43,6 +45,8 @@ def pair_summary(table: pd.DataFrame) -> pd.DataFrame:
             row[f"mean_{m}"] = g[m].mean()
             row[f"nan_{m}"] = int(g[m].isna().sum())
         row["median_cmcs_pearson"] = g["cmcs_pearson"].median()
+        row["n_unique"] = int(is_unique(g["unique"]).sum())
+        row["n_unique_undefined"] = int(g["unique"].isna().sum())
         rows.append(row)
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)  # header also when empty
 
@@ -55,10 +59,13 @@ def run_status(
     predictions: Sequence[str | Path],
     prediction_splits: Sequence[str],
     activations: Sequence[str | Path],
+    fdr: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(status rows (STATUS_COLUMNS), unreadable images (SKIPPED_IMAGE_COLUMNS))``.
 
-    prediction_splits: the split of each prediction file, in the order of ``predictions``.
+    prediction_splits: the split of each prediction file, in the order of ``predictions``. fdr
+    (``uncertainty.fdr``): one "unique" row per pair and direction with a concept: how many concepts are
+    called unique at that false-discovery rate over the pair, and how many calls are undefined.
     """
     status = []
     for path in counts:
@@ -105,5 +112,19 @@ def run_status(
         status.append(
             ("pair", pair, "", "", "ok" if n else "empty", f"{n} of {len(analysed.get(pair, []))} classes analysed")
         )
+    if fdr is not None and len(table):
+        for (pair, d), g in table.groupby(["pair", "direction"], sort=True):
+            n, undefined = int(is_unique(g["unique"]).sum()), int(g["unique"].isna().sum())
+            status.append(
+                (
+                    "unique",
+                    pair,
+                    "",
+                    "",
+                    "ok",
+                    f"{d}: {n} of {len(g)} concepts unique at false-discovery rate {fdr:g} over the pair "
+                    f"(uncertainty.fdr; q_unique); {undefined} undefined (note)",
+                )
+            )
     status.append(("images", "", "", "", "skipped", f"{len(skipped_df)} unreadable images (see skipped_images.tsv)"))
     return pd.DataFrame(status, columns=STATUS_COLUMNS), skipped_df

@@ -20,12 +20,16 @@ COMPARE_METRICS = (
     "smcs_spearman",
     "cv_cmcs_pearson",
 )
+#: The test behind ``unique`` (:func:`unique_calls`): one-sided p-values of H0 CMCS >= threshold and of
+#: H0 CMCS >= the concept's stability floor, their intersection-union p-value and its FDR q-value.
+UNIQUE_TEST_COLUMNS = ("p_below_threshold", "p_below_floor", "p_unique", "q_unique")
 #: The tidy concept table: one row per (pair, class, direction, concept).
 CONCEPT_COLUMNS = [
     *("pair", "model_a", "model_b", "class_id", "class_name", "direction", "source", "target", "concept"),
     *COMPARE_METRICS,
     *("importance", "l2", "kl", "match_acc", "delta_pearson", "rel_error"),
     *UNCERTAINTY_COLUMNS,
+    *UNIQUE_TEST_COLUMNS,
     "unique",
     "note",
 ]
@@ -36,11 +40,10 @@ def concept_rows(
     importance_files: dict[str, str | Path],
     pair: str,
     class_name: str,
-    sim_threshold: float = 0.5,
 ) -> pd.DataFrame:
-    """One row per (concept, direction) of one class; empty if the class was skipped.
-
-    ``unique``: the concept is poorly represented in the source model (:func:`unique_concepts`)."""
+    """One row per (concept, direction) of one class; empty if the class was skipped. The unique test
+    columns are left empty: they need every concept of the pair (:func:`unique_calls`). ``note``: the
+    class's note and, per concept, why each undefined number is NaN (:func:`undefined_notes`)."""
     metrics = read_compare_metrics(compare_file)
     if metrics is None:
         return pd.DataFrame(columns=CONCEPT_COLUMNS)
@@ -77,17 +80,81 @@ def concept_rows(
             )
         )
     table = pd.concat(frames, ignore_index=True)
-    table["unique"] = unique_concepts(table, sim_threshold)
-    return table[CONCEPT_COLUMNS]
+    table["has_floor"] = [metrics["has_stability"][t] for t in table["target"]]
+    table["note"] = undefined_notes(table)
+    for column in UNIQUE_TEST_COLUMNS:
+        table[column] = np.nan
+    table["unique"] = pd.array([pd.NA] * len(table), dtype="boolean")
+    return table[[*CONCEPT_COLUMNS, "has_floor"]]
 
 
-def unique_concepts(table: pd.DataFrame, sim_threshold: float) -> pd.Series:
-    """Concepts of the target that the source model does not represent: the upper end of the CMCS
-    interval (CMCS itself without intervals) lies below the similarity threshold and below the concept's
-    own stability floor (its MCS with itself across restarts; no floor without restarts)."""
-    upper = table["cmcs_pearson_ci_high"].fillna(table["cmcs_pearson"])
-    floor = table["stability_self_mcs"]
-    return (upper < sim_threshold) & ((upper < floor) | floor.isna())
+#: Why a per-concept number is NaN when the class itself was scored (column -> reason).
+UNDEFINED_REASONS = {
+    "mcs_pearson": "MCS undefined: the concept's coefficients are constant on the shared patches "
+    "(its MCS p-value and interval too)",
+    "cmcs_pearson": "CMCS undefined: the predicted or the real coefficients are constant on the held-out "
+    "patches (e.g. the lasso predicts all zeros)",
+    "cmcs_pearson_ci_high": "CMCS interval undefined: the concept lives in too few held-out images "
+    "(constant once one image is left out, or < 3 images)",
+    "stability_self_mcs": "stability undefined: the concept's coefficients are constant in a restart",
+}
+
+
+def undefined_notes(table: pd.DataFrame) -> list[str]:
+    """The ``note`` of each row: the class's note, then the reason for each undefined number of the
+    concept (:data:`UNDEFINED_REASONS`; an interval is only explained when its value is defined)."""
+    notes = []
+    for row in table.itertuples(index=False):
+        parts = [row.note] if row.note else []
+        held_out_scored = "not scored" not in row.note
+        if np.isnan(row.mcs_pearson):
+            parts.append(UNDEFINED_REASONS["mcs_pearson"])
+        if held_out_scored and np.isnan(row.cmcs_pearson):
+            parts.append(UNDEFINED_REASONS["cmcs_pearson"])
+        elif held_out_scored and np.isnan(row.cmcs_pearson_ci_high):
+            parts.append(UNDEFINED_REASONS["cmcs_pearson_ci_high"])
+        if row.has_floor and np.isnan(row.stability_self_mcs):
+            parts.append(UNDEFINED_REASONS["stability_self_mcs"])
+        notes.append("; ".join(parts))
+    return notes
+
+
+def unique_calls(table: pd.DataFrame, sim_threshold: float, fdr: float, dependence: str = "bh") -> pd.DataFrame:
+    """The unique calls of one pair: every concept of ``table`` (both directions, every class) is one
+    test of one family, controlled at false-discovery rate ``fdr`` (docs/uncertainty.md).
+
+    Per concept, two one-sided t tests on Fisher's z scale with the CMCS jackknife
+    (:func:`rsvc.uncertainty.p_below`): H0 CMCS >= ``sim_threshold`` (``p_below_threshold``) and
+    H0 CMCS >= the concept's stability floor, its MCS with itself across restarts (``p_below_floor``;
+    not tested without restarts). ``p_unique`` = the larger (intersection-union test: both must be
+    rejected); ``q_unique`` its step-up adjusted value (:func:`rsvc.uncertainty.benjamini_hochberg`);
+    ``unique`` = ``q_unique <= fdr``, NA where the test is undefined (CMCS, its interval or the floor NaN;
+    the note says why). A copy of ``table`` with those columns filled (``has_floor`` dropped) is returned.
+    """
+    from rsvc.uncertainty import benjamini_hochberg, p_below
+
+    t = table.copy()
+    args = (
+        t["cmcs_pearson"].to_numpy(float),
+        t["cmcs_pearson_se_z"].to_numpy(float),
+        t["cmcs_pearson_df"].to_numpy(float),
+    )
+    has_floor = t["has_floor"].to_numpy(bool) if "has_floor" in t.columns else np.zeros(len(t), bool)
+    p_thr = p_below(*args, np.full(len(t), float(sim_threshold)))
+    p_floor = np.where(has_floor, p_below(*args, t["stability_self_mcs"].to_numpy(float)), np.nan)
+    p_unique = np.where(has_floor, np.fmax(p_thr, p_floor), p_thr)
+    p_unique = np.where(has_floor & np.isnan(p_floor), np.nan, p_unique)
+    q, discovered = benjamini_hochberg(p_unique, fdr, dependence=dependence)
+    t["p_below_threshold"], t["p_below_floor"], t["p_unique"], t["q_unique"] = p_thr, p_floor, p_unique, q
+    t["unique"] = pd.array(
+        [bool(d) if np.isfinite(p) else pd.NA for d, p in zip(discovered, p_unique)], dtype="boolean"
+    )
+    return t[CONCEPT_COLUMNS]
+
+
+def is_unique(values) -> np.ndarray:
+    """``unique`` column -> bool array, undefined (NA) counted as not unique (filters and counts)."""
+    return pd.array(pd.Series(values).astype("boolean"), dtype="boolean").fillna(False).to_numpy(bool)
 
 
 def nan_mean(matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

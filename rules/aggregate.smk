@@ -81,6 +81,7 @@ rule gallery:
         class_names=CLASS_NAMES,
         pixels={key: DATASET[key] for key in ("image_size", "patch_size")},
         similarity_threshold=config["gallery"]["similarity_threshold"],
+        fdr=config["uncertainty"]["fdr"],
     script:
         "../workflow_scripts/gallery.py"
 
@@ -134,5 +135,6 @@ rule summary:
         pairs=PAIR_NAMES,
         compare=[f for p in PAIR_NAMES for f in class_files("compare", pair=p)],
         prediction_splits=[s for m in MODELS for s in SPLITS for sh in ALL_SHARDS],
+        fdr=config["uncertainty"]["fdr"],
     script:
         "../workflow_scripts/summary.py"

@@ -240,9 +240,13 @@ def image_set_params(split):
     """Cap and minimum of an image set: the pool split holds the concept images (and
     skips classes with too few for a model's own concepts), the held-out split is capped only."""
     c = config["concepts"]
-    if split == POOL_SPLIT:  # the concept sample and the candidates for the shared set (rsvc.compare.lowest_ranked)
-        return {"max_images": max(c["concept_images"], c["shared_images"]), "min_images": c["min_images_per_model"]}
-    return {"max_images": c["heldout_images"], "min_images": None}
+    if split == POOL_SPLIT:  # the concept sample and, from its own ranking, the shared set's candidates
+        return {
+            "max_images": c["concept_images"],
+            "shared_images": c["shared_images"],
+            "min_images": c["min_images_per_model"],
+        }
+    return {"max_images": c["heldout_images"], "shared_images": None, "min_images": None}
 
 
 IMAGE_SETS_BY = DATASET["image_sets"]
@@ -286,6 +290,8 @@ def compare_inputs(wc):
         "concepts_b": [path("concepts", model=b, class_id=c) for c in classes],
         "head_a": path("head", model=a),
         "head_b": path("head", model=b),
+        "sets_a": path("image_sets", model=a, split=POOL_SPLIT),  # full predicted sets: n_union_images
+        "sets_b": path("image_sets", model=b, split=POOL_SPLIT),
         "acts": [
             path("activations", model=m, owner=o, split=split, shard=wc.shard) for m, o, split in compare_acts_keys(wc)
         ],
@@ -340,6 +346,8 @@ wildcard_constraints:
 PAIR_FIGURES = {
     "layerwise_mmcs_pearson": "layerwise_mmcs.rst",
     "layerwise_mmcs_spearman": "layerwise_mmcs.rst",
+    "layerwise_mmcs_pearson_calibrated": "layerwise_mmcs.rst",
+    "layerwise_mmcs_spearman_calibrated": "layerwise_mmcs.rst",
     "cmcs_importance_b_to_a": "similarity_importance.rst",
     "cmcs_importance_a_to_b": "similarity_importance.rst",
     "smcs_importance_a": "smcs_importance.rst",
@@ -359,6 +367,8 @@ REPORT_LABELS = {
     "concepts": ("per-concept table", "{a} ↔ {b}"),
     "layerwise_mmcs_pearson": ("layerwise MMCS (Pearson)", "{a} rows, {b} columns"),
     "layerwise_mmcs_spearman": ("layerwise MMCS (Spearman)", "{a} rows, {b} columns"),
+    "layerwise_mmcs_pearson_calibrated": ("layerwise MMCS minus chance (Pearson)", "{a} rows, {b} columns"),
+    "layerwise_mmcs_spearman_calibrated": ("layerwise MMCS minus chance (Spearman)", "{a} rows, {b} columns"),
     "cmcs_importance_b_to_a": ("CMCS vs importance", "{b} → {a}"),
     "cmcs_importance_a_to_b": ("CMCS vs importance", "{a} → {b}"),
     "smcs_importance_a": ("SMCS vs importance", "{a} → {a}"),

@@ -34,7 +34,7 @@ rule compare:
         regression=config["regression"],
         replacement=config["replacement"],
         gallery_n=config["gallery"]["n"],
-        uncertainty=config["uncertainty"],
+        uncertainty={k: config["uncertainty"][k] for k in ("level", "permutations", "mmcs_permutations")},
         importance=importance_settings() if config["importance"]["images"] == "shared" else None,
         seed=config["seed"],
     script:

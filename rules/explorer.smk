@@ -33,5 +33,6 @@ rule explorer:
         pixels={key: DATASET[key] for key in ("image_size", "patch_size")},
         thumb_size=config["explorer"]["thumb_size"],
         similarity_threshold=config["gallery"]["similarity_threshold"],
+        uncertainty={k: config["uncertainty"][k] for k in ("fdr", "fdr_method")},
     script:
         "../workflow_scripts/explorer.py"

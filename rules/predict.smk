@@ -49,6 +49,7 @@ rule image_sets:
         by=IMAGE_SETS_BY,
         max_images=lambda wc: image_set_params(wc.split)["max_images"],
         min_images=lambda wc: image_set_params(wc.split)["min_images"],
+        shared_images=lambda wc: image_set_params(wc.split)["shared_images"],
         seed=config["seed"],
     script:
         "../workflow_scripts/image_sets.py"

@@ -60,7 +60,8 @@ def _lite0_with_relu(c):
         (_set(("pairs",), [["ps", "xx"]]), "pairs[0]: unknown model 'xx'"),
         (_set(("models", "ps", "num_classes"), 5), "models.ps: the model has 5 outputs"),
         (_set(("dataset", "patch_size"), 200), "dataset.patch_size=200"),
-        (_set(("concepts", "k"), 500), "concepts.k=500"),
+        # above the patches of the largest concept sample (120 images x 16): every class would be skipped
+        (_set(("concepts", "k"), 2000), "concepts.k=2000"),
         (_set(("dataset", "analyze_classes"), ["nope"]), "dataset.analyze_classes"),
         (_lite0_with_relu, "models.ps.layers: 'relu' selects no module of model 'ps' (EfficientNet)"),
     ],

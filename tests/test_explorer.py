@@ -34,7 +34,7 @@ CONCEPT_NUMBERS = {
     *("cmcs_pearson", "cmcs_pearson_ci_low", "cmcs_pearson_ci_high", "smcs_pearson", "smcs_pearson_ci_low"),
     *("smcs_pearson_ci_high", "cmcs_spearman", "smcs_spearman", "cv_cmcs_pearson", "mcs_pearson"),
     *("mcs_pearson_ci_low", "mcs_pearson_ci_high", "mcs_p_value", "importance", "l2", "kl", "match_acc"),
-    *("delta_pearson", "stability_self_mcs"),
+    *("delta_pearson", "stability_self_mcs", "p_unique", "q_unique"),
 }
 
 
@@ -80,7 +80,7 @@ def class_oracle(run, table) -> list[dict]:
             row["mmcs"] = float(read_mmcs(compare, "pearson")[0][-1, -1])
             for i, d in enumerate(DIRECTIONS):
                 g = table[(table["class_id"] == cid) & (table["direction"] == d)]
-                unique = g["unique"].astype(bool)
+                unique = g["unique"].fillna(False).astype(bool)  # undefined (NA) is not unique
                 row[f"d{i}.n_unique"] = int(unique.sum())
                 row[f"d{i}.importance_unique"] = float(g.loc[unique, "importance"].sum())
                 row[f"d{i}.min_cmcs"] = float(g["cmcs_pearson"].min())

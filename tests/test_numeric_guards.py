@@ -70,6 +70,8 @@ def test_degenerate_layers_and_concepts_give_nan_that_aggregation_ignores_and_co
         write_importance(imp[m], np.arange(3.0), np.zeros((1, 3)), attrs={})
     table = concept_rows(files[0], imp, "a-vs-b", "zero")
     assert table["cmcs_pearson"].isna().all() and table["smcs_pearson"].isna().sum() == 3  # b->b only
+    assert all("CMCS undefined" in note for note in table["note"])  # the reason, per concept
+    assert table["unique"].isna().all()  # filled by unique_calls over the whole pair, never False here
     assert concept_rows(tmp_path / "c_skipped.h5", imp, "a-vs-b", "skipped").empty
 
 

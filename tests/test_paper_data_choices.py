@@ -220,3 +220,40 @@ def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
 
     skipped, _ = compare_job(("a", "b"), "c0", acts, concepts, heads, min_images=50, **settings)
     assert "42 images in the union of both models' pool sets < concepts.min_images=50" in skipped.reason
+
+    # n_union_images counts the union of the FULL predicted sets (the files hold only samples of them):
+    # a predicts 3 more images than it stores, b 20 more, one of them also a's
+    predicted = {
+        "a": [f"pool/a{i}" for i in range(2)] + ["pool/a_x", "pool/a_y", "pool/both"],
+        "b": [f"pool/b{i:02d}" for i in range(59)] + ["pool/both"],
+    }
+    n_full = len(set(predicted["a"]) | set(predicted["b"]))
+    assert n_full == 42 + 3 + 19
+    for min_images in (5, n_full):  # 50 > the 42 stored, <= the full union: compared
+        _, full_attrs = compare_job(
+            ("a", "b"), "c0", acts, concepts, heads, min_images=min_images, predicted=predicted, **settings
+        )
+        assert full_attrs["n_union_images"] == n_full and full_attrs["n_shared_images"] == 42
+    over, _ = compare_job(
+        ("a", "b"), "c0", acts, concepts, heads, min_images=n_full + 1, predicted=predicted, **settings
+    )
+    assert f"{n_full} images in the union of both models' pool sets < concepts.min_images={n_full + 1}" in over.reason
+
+    # concepts.k above a's patches (2 images): a's concepts of the class are skipped with the reason, and so
+    # is the class for the pair, instead of an error
+    few_patches = concepts_job(
+        acts[("a", "a", "train")],
+        "c0",
+        k=2 * N_GRID + 1,
+        min_images=1,
+        max_iter=50,
+        tol=1e-6,
+        decomposition="nmf",
+        seed=0,
+    )
+    assert f"{2 * N_GRID} patches (2 images) < concepts.k={2 * N_GRID + 1}" in few_patches.reason
+    write_concepts(tmp_path / "concepts_a_big_k.h5", few_patches, {"model": "a", "class_id": "c0"})
+    pair_skip, _ = compare_job(
+        ("a", "b"), "c0", acts, {**concepts, "a": tmp_path / "concepts_a_big_k.h5"}, heads, min_images=5, **settings
+    )
+    assert "concepts.k" in pair_skip.reason and pair_skip.reason.startswith("a: ")

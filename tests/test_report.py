@@ -34,6 +34,16 @@ PAIR = "ps-vs-nc"
 PAIR_FIGURES = {
     "layerwise_mmcs_pearson": ("layerwise_mmcs", "layerwise MMCS (Pearson)", "ps rows, nc columns"),
     "layerwise_mmcs_spearman": ("layerwise_mmcs", "layerwise MMCS (Spearman)", "ps rows, nc columns"),
+    "layerwise_mmcs_pearson_calibrated": (
+        "layerwise_mmcs",
+        "layerwise MMCS minus chance (Pearson)",
+        "ps rows, nc columns",
+    ),
+    "layerwise_mmcs_spearman_calibrated": (
+        "layerwise_mmcs",
+        "layerwise MMCS minus chance (Spearman)",
+        "ps rows, nc columns",
+    ),
     "cmcs_importance_b_to_a": ("similarity_importance", "CMCS vs importance", "nc → ps"),
     "cmcs_importance_a_to_b": ("similarity_importance", "CMCS vs importance", "ps → nc"),
     "smcs_importance_a": ("smcs_importance", "SMCS vs importance", "ps → ps"),

@@ -29,16 +29,20 @@ CASES = [
     ("concepts.k", 4, CONCEPTS),
     ("concepts.max_iter", 90, CONCEPTS),
     ("concepts.restarts", 1, CONCEPTS),
-    ("uncertainty.bootstrap", 50, ANALYSIS),
+    ("uncertainty.bootstrap", 50, {"aggregate_pair", "gallery", "explorer", "summary"}),
+    ("uncertainty.level", 0.9, ANALYSIS),
+    ("uncertainty.fdr", 0.1, {"aggregate_pair", "gallery", "explorer", "summary"}),
+    ("uncertainty.fdr_method", "by", {"aggregate_pair", "gallery", "explorer", "summary"}),
     ("uncertainty.permutations", 50, ANALYSIS),
+    ("uncertainty.mmcs_permutations", 5, ANALYSIS),
     ("models.ps.decomposition", "seminmf", CONCEPTS),
-    # the pool image sets hold max(concept_images, shared_images) images (12 and 20 in the tiny run)
+    # the pool image sets sample concept_images of one ranking and shared_images of another
     ("concepts.shared_images", 18, {"image_sets", "activations"} | CONCEPTS),
     ("concepts.min_heldout_images", 3, ANALYSIS),
     ("concepts.min_images", 6, ANALYSIS),  # at least regression.folds (5)
     ("concepts.min_images_per_model", 2, {"image_sets", "activations"} | CONCEPTS),
     ("concepts.heldout_images", 6, {"image_sets", "activations"} | ANALYSIS),
-    ("concepts.concept_images", 10, CONCEPTS),
+    ("concepts.concept_images", 10, {"image_sets", "activations"} | CONCEPTS),
     ("extraction.autocast", "bf16", {"activations"} | CONCEPTS),
     ("dataset.image_sets", "labels", {"image_sets", "activations"} | CONCEPTS),
     ("dataset.preprocess", "timm_eval", {"predict", "image_sets", "activations"} | CONCEPTS),

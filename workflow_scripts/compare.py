@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from rsvc.formats import Skipped, write_compare
+from rsvc.formats import Skipped, read_image_sets, write_compare
 from rsvc.jobs import compare_job
 from rsvc.runtime import limit_threads, setup_logging
 
@@ -27,6 +27,9 @@ settings = {
 activations = {tuple(key): path for key, path in zip(p.acts_keys, inp.acts, strict=True)}
 heads = dict(zip(models, (inp.head_a, inp.head_b)))
 Path(snakemake.output[0]).mkdir(parents=True, exist_ok=True)
+predicted = {  # every pool image each model predicts as the class: the union rule counts these
+    m: read_image_sets(sets, list(p.classes), sampled_only=False) for m, sets in zip(models, (inp.sets_a, inp.sets_b))
+}
 per_class = zip(p.classes, p.class_index, inp.concepts_a, inp.concepts_b, p.files, strict=True)
 for class_id, class_index, concepts_a, concepts_b, out in per_class:
     data, job_attrs = compare_job(
@@ -36,6 +39,7 @@ for class_id, class_index, concepts_a, concepts_b, out in per_class:
         concepts=dict(zip(models, (concepts_a, concepts_b))),
         heads=heads,
         class_index=class_index,
+        predicted={m: [i for i, _ in predicted[m].get(class_id, [])] for m in models},
         **settings,
     )
     if isinstance(data, Skipped):

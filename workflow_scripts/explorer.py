@@ -19,6 +19,8 @@ index = build_explorer(
     p.pixels["image_size"],
     thumb_size=p.thumb_size,
     similarity_threshold=p.similarity_threshold,
+    fdr=p.uncertainty["fdr"],
+    fdr_method=p.uncertainty["fdr_method"],
     threads=snakemake.threads,
 )
 with atomic_path(snakemake.output.link) as tmp:

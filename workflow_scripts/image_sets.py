@@ -13,6 +13,7 @@ sets, counts = image_sets_job(
     by=p.by,
     max_images=p.max_images,
     min_images=p.min_images,
+    shared_images=p.shared_images,
     seed=p.seed,
     model=w.model,
     split=w.split,

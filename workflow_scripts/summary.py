@@ -9,7 +9,9 @@ log = setup_logging(snakemake.log[0])
 inp = snakemake.input
 p = snakemake.params
 table = concept_table(inp.tables)
-status, skipped = run_status(table, p.pairs, inp.counts, p.compare, inp.predictions, p.prediction_splits, inp.acts)
+status, skipped = run_status(
+    table, p.pairs, inp.counts, p.compare, inp.predictions, p.prediction_splits, inp.acts, fdr=p.fdr
+)
 write_table(snakemake.output.skipped, skipped)
 write_table(snakemake.output.pairs, pair_summary(table))
 write_table(snakemake.output.summary, status)

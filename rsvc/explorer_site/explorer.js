@@ -130,8 +130,10 @@
         return '<tr data-id="' + esc(c.id) + '"><td>' + esc(c.name) + " <small>" + esc(c.id) + "</small></td><td>" + esc(c.reason) + "</td></tr>";
       }).join("") + "</table>" : "<p class=\"muted\">No class was skipped.</p>";
     $("view-index").innerHTML =
-      '<p class="intro">Every analysed class of <b>' + esc(IDX.pair) + "</b>. A concept is <em>unique</em> when its whole CMCS " +
-      "interval lies below " + IDX.similarity_threshold + " and below its stability floor (the tidy table's <code>unique</code>). " +
+      '<p class="intro">Every analysed class of <b>' + esc(IDX.pair) + "</b>. A concept is <em>unique</em> when its CMCS is " +
+      "significantly below " + IDX.similarity_threshold + " and below its stability floor, discovered at false-discovery rate " +
+      IDX.fdr + " (" + (IDX.fdr_method === "by" ? "Benjamini-Yekutieli" : "Benjamini-Hochberg") + " over every concept of the pair; " +
+      "the tidy table's <code>unique</code> and <code>q_unique</code>). " +
       "Click a column to sort, type in the boxes below it to filter, open a class for its concepts and patches. " +
       '<span id="shown"></span></p>' +
       '<table id="classes"><thead><tr>' + head1.join("") + "</tr><tr>" + head2.join("") + '</tr><tr class="filters">' +
@@ -230,6 +232,9 @@
         "replace the concept by its prediction from " + part.source + ": change of " + model + "'s output"],
       ["stability floor", num("stability_self_mcs", r.stability_self_mcs) + " · cv CMCS " + num("cv_cmcs_pearson", r.cv_cmcs_pearson),
         "MCS of the concept with itself over restarts; CMCS on the held-out regression folds"],
+      ["unique test", "p " + num("p_unique", r.p_unique) + " · q " + num("q_unique", r.q_unique),
+        "p: one-sided test of CMCS below the threshold and the stability floor; q: its false-discovery adjusted value (unique when q <= " + IDX.fdr + ")"],
+      ["note", r.note ? esc(r.note) : "", "why a number is NaN (empty: all defined)"],
     ];
     var views = '<div class="views">' + GROUPS.map(function (g) {
       return '<div class="view ' + g[0] + '"><span class="label">' + g[1] + "</span>" + tiles(page, r.views[g[0]], g[0]) + "</div>";
@@ -238,6 +243,7 @@
     return '<article class="concept' + (r.unique ? " unique" : "") + '" id="c-' + esc(id) + '" data-concept="' + esc(id) +
       '" tabindex="-1"><header><a href="#' + encodeURIComponent(page.class_id) + "/" + encodeURIComponent(id) + '">' +
       esc(model) + " · concept " + r.concept + "</a>" + (r.unique ? ' <span class="badge">unique</span>' : "") +
+      (r.unique === null ? ' <span class="muted">unique: undefined</span>' : "") +
       '</header><div class="body"><table class="nums">' + rows.map(function (x) {
         return '<tr title="' + esc(x[2]) + '"><th>' + x[0] + "</th><td>" + x[1] + "</td></tr>";
       }).join("") + "</table>" + views + "</div></article>";

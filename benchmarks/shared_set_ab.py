@@ -1,0 +1,79 @@
+"""A/B of the shared set on a finished run: class 0 of the planted pair compared with the shared set drawn
+independently of the concept samples (the workflow, issue 27) and with the old nested draw (one ranking
+for both samples), same models, same concepts, same files.
+
+    python benchmarks/shared_set_ab.py RUN_DIR [CONFIG]   # e.g. . config.yaml after `make demo`
+
+Prints the CMCS (Pearson, held-out) of the first model's class-0 concepts predicted from the second for
+both draws, their medians, and the share of each model's concept images that lie in each shared set
+(independent draws: about shared_images / n_union_images; nested: 1.0).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+import rsvc.compare
+from rsvc.compare import lowest_ranked
+from rsvc.formats import read_image_sets
+from rsvc.jobs import compare_job
+
+
+def main(run: Path, config: Path) -> None:
+    out = run / "results"
+    cfg = yaml.safe_load(config.read_text())
+    a, b = list(cfg["models"])[:2]
+    cid = cfg["dataset"]["classes"][0]
+    splits = {"pool": cfg["dataset"]["pool_split"], "heldout": cfg["dataset"]["heldout_split"]}
+    acts = {
+        (m, o, s): next(iter(sorted((out / f"activations/{m}/on_{o}/{s}").glob("shard*.h5"))))
+        for m in (a, b)
+        for o in (a, b)
+        for s in splits.values()
+    }
+    sets = {m: out / f"image_sets/{m}/{splits['pool']}.tsv" for m in (a, b)}
+    predicted = {m: [i for i, _ in read_image_sets(sets[m], [cid], sampled_only=False)[cid]] for m in (a, b)}
+    c = cfg["concepts"]
+    results = {}
+    for name, stream in (("independent", "shared"), ("nested (old)", "")):
+        rsvc.compare.SHARED_STREAM = stream  # read by rsvc.jobs at call time
+        data, attrs = compare_job(
+            (a, b),
+            cid,
+            acts,
+            concepts={m: out / f"concepts/{m}/{cid}.h5" for m in (a, b)},
+            heads={m: out / f"heads/{m}.h5" for m in (a, b)},
+            splits=splits,
+            shared_images=c["shared_images"],
+            min_images=c["min_images"],
+            min_heldout_images=c["min_heldout_images"],
+            regression=cfg["regression"],
+            replacement=cfg["replacement"],
+            gallery_n=cfg["gallery"]["n"],
+            seed=cfg["seed"],
+            predicted=predicted,
+            uncertainty={"level": 0.95, "permutations": 0, "mmcs_permutations": 0},
+        )
+        cmcs = data[f"regression/{b}->{a}/pearson"]
+        shared = set(map(str, data["pool/image_ids"]))
+        shares = []
+        for m in (a, b):
+            ids = [i for i, _ in read_image_sets(sets[m], [cid])[cid]]
+            concept = set(lowest_ranked(ids, c["concept_images"], cid, cfg["seed"]))
+            shares.append(f"{m} {len(concept & shared) / len(concept):.2f}")
+        results[name] = cmcs
+        print(
+            f"{name}: CMCS {b}->{a} {np.round(cmcs, 3)} (median {np.nanmedian(cmcs):.3f}); "
+            f"concept images in the shared set: {', '.join(shares)}; "
+            f"{len(shared)} shared of {attrs['n_union_images']} images in the union"
+        )
+    diff = np.abs(results["independent"] - results["nested (old)"])
+    print(f"max |CMCS difference| {np.nanmax(diff):.3f}, median {np.nanmedian(diff):.3f}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else Path(sys.argv[1]) / "config.yaml")
