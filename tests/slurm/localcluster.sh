@@ -188,7 +188,7 @@ start_accounting() {  # MariaDB, then slurmdbd, then the cluster's record (befor
         slurmdbd || true   # daemonises; reads slurmdbd.conf next to SLURM_CONF
         for ((i = 0; i < 150; i++)); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.2; done
     fi
-    sacctmgr -n list cluster format=cluster | grep -qw localcluster \
+    sacctmgr -n -P list cluster format=cluster | grep -qx localcluster \
         || sacctmgr -i add cluster localcluster >/dev/null \
         || { tail -n 20 "$S/log/slurmdbd.log" >&2; die "slurmdbd: could not register the cluster"; }
 }
