@@ -12,9 +12,9 @@ The workflow: the demo's 6 classes at the test suite's tiny sizes (2 models: 12 
 run locally up to the activations; then, for each option, the concepts jobs are removed and
 submitted through ``profiles/slurm`` + ``tests/slurm/profile`` + the option:
 
-- ``group``  (profiles/slurm as it was: ``groups: concepts=analysis``, ``group-components: 16``):
+- ``group``  (profiles/slurm before issue 29: ``groups: concepts=analysis``, ``group-components: 16``):
   one sbatch for all 12, the group job asks for ``cores`` cpus;
-- ``array``  (``--slurm-array-jobs concepts``, no group): one sbatch, an array of 1-CPU tasks;
+- ``array``  (profiles/slurm now: ``slurm-array-jobs: concepts``): one sbatch, an array of 1-CPU tasks;
 - ``single`` (no group, no array): one sbatch per job.
 
 Measured per option, from SLURM's accounting (sacct, as the plugin's efficiency report): the
@@ -46,13 +46,11 @@ import yaml  # noqa: E402
 from conftest import SNAKEMAKE, tiny_config, write_config  # noqa: E402
 from slurm.fixtures import PRODUCTION_PROFILE, TEST_PROFILE, start_cluster, stop_cluster  # noqa: E402
 
-# A later profile replaces a whole top-level key, and `groups` cannot be empty: the options
-# without the group give it to a rule that does not run here (summary).
-NO_GROUP = ["summary=none"]
+# profiles/slurm submits the concepts jobs as arrays; the other options switch that off.
 OPTIONS = {
-    "group": {},
-    "array": {"groups": NO_GROUP, "slurm-array-jobs": "concepts"},
-    "single": {"groups": NO_GROUP},
+    "group": {"slurm-array-jobs": "", "groups": ["concepts=analysis"], "group-components": {"analysis": 16}},
+    "array": {},
+    "single": {"slurm-array-jobs": ""},
 }
 
 
@@ -126,10 +124,10 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
-def plugin_report(report_dir: Path) -> float:
+def plugin_report(report_dir: Path, run_id: str) -> float:
     """The mean CPU efficiency (%) of the rows of the plugin's efficiency report (its rows are job steps)."""
-    files = sorted(report_dir.glob("efficiency_report_*.csv"))
-    rows = list(csv.DictReader(files[-1].open())) if files else []
+    path = report_dir / f"efficiency_report_{run_id}.csv"
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
     effs = [float(r["CPU Efficiency (%)"]) for r in rows if r.get("CPU Efficiency (%)")]
     return sum(effs) / len(effs) if effs else float("nan")
 
@@ -194,7 +192,7 @@ def main() -> None:
             rows[option] = r = {
                 "wall_s": wall,
                 "sbatch": len(count.read_text().splitlines()) if count.exists() else 0,
-                "plugin_eff": plugin_report(work / "efficiency" / option),
+                "plugin_eff": plugin_report(work / "efficiency" / option, run_id),
                 **acct,
             }
             print(

@@ -99,6 +99,8 @@ def test_every_resource_is_read_by_snakemake_or_the_plugin_and_every_rule_exists
         problems += [f"set-resources.{rule}: no rule {rule} in rules/*.smk"] if rule not in rules else []
         problems += [f"set-resources.{rule}.{k}" for k in res if k not in known]
     problems += [f"set-threads.{r}: no such rule" for r in cfg.get("set-threads", {}) if r not in rules]
+    for rule in filter(None, (r.strip() for r in str(cfg.get("slurm-array-jobs", "")).split(","))):
+        problems += [f"slurm-array-jobs: {rule}: no such rule"] if rule not in rules | {"all"} else []
     for group in cfg.get("groups", []):
         rule, _, _ = group.partition("=")
         problems += [f"groups: {group}: no such rule"] if rule not in rules else []
@@ -161,3 +163,13 @@ def test_example_partition_file_routes_gpu_and_cpu_jobs(monkeypatch: pytest.Monk
     # a site variable wins over the file
     monkeypatch.setenv("RSVC_SLURM_GPU_PARTITION", "a100")
     assert profile_job(cfg, "predict").resources["slurm_partition"] == "a100"
+
+
+def test_array_chunks_stay_below_the_job_limit() -> None:
+    """The plugin holds back an array until a full chunk (slurm-array-limit) or every ready job of the
+    rule is among the jobs it may submit: a chunk above `jobs` could wait forever."""
+    merged: dict = {}
+    for path in PROFILES:  # later profiles replace whole keys, as snakemake reads them
+        cfg = profile(path)
+        merged.update(cfg)
+        assert merged["slurm-array-limit"] < merged["jobs"], (path.name, merged["slurm-array-limit"], merged["jobs"])
