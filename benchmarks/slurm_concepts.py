@@ -14,8 +14,8 @@ submitted through ``profiles/slurm`` + ``tests/slurm/profile`` + the option:
 
 - ``group``  (profiles/slurm before issue 29: ``groups: concepts=analysis``, ``group-components: 16``):
   one sbatch for all 12, the group job asks for ``cores`` cpus;
-- ``array``  (profiles/slurm now: ``slurm-array-jobs: concepts``): one sbatch, an array of 1-CPU tasks;
-- ``single`` (no group, no array): one sbatch per job.
+- ``array``  (``slurm-array-jobs: concepts``): one sbatch, an array of 1-CPU tasks;
+- ``single`` (profiles/slurm now: no group, no array): one sbatch per job.
 
 Measured per option, from SLURM's accounting (sacct, as the plugin's efficiency report): the
 allocations (jobs or array tasks) with their cpus and elapsed time and the CPU time used in them,
@@ -46,11 +46,11 @@ import yaml  # noqa: E402
 from conftest import SNAKEMAKE, tiny_config, write_config  # noqa: E402
 from slurm.fixtures import PRODUCTION_PROFILE, TEST_PROFILE, start_cluster, stop_cluster  # noqa: E402
 
-# profiles/slurm submits the concepts jobs as arrays; the other options switch that off.
+# profiles/slurm submits the concepts jobs one sbatch each; the other options change that.
 OPTIONS = {
-    "group": {"slurm-array-jobs": "", "groups": ["concepts=analysis"], "group-components": {"analysis": 16}},
-    "array": {},
-    "single": {"slurm-array-jobs": ""},
+    "group": {"groups": ["concepts=analysis"], "group-components": {"analysis": 16}},
+    "array": {"slurm-array-jobs": "concepts"},
+    "single": {},
 }
 
 

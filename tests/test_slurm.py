@@ -76,21 +76,17 @@ def test_every_job_goes_through_sbatch(slurm_cluster: SlurmCluster, toy_run: Toy
     assert all(j.isdigit() for j in jobid.values()), jobid  # not "none": inside SLURM
     make_ids = {jobid[f"data_{i}.txt"] for i in ITEMS}
     assert len(make_ids) == len(ITEMS)  # one submission per make job
-    # concepts: one sbatch, a job array (profiles/slurm: slurm-array-jobs), one task and allocation per job
-    arrays = {array_id[f"square_{i}.txt"] for i in ITEMS}
-    assert len(arrays) == 1 and arrays != {"none"}, arrays
-    (array,) = arrays
-    task_ids = {jobid[f"square_{i}.txt"] for i in ITEMS}
-    assert len(task_ids) == len(ITEMS)
-    assert re.search(rf"Submitted array job with Snakemake IDs \S+ and SLURM job ID {array}\.", toy_run.run.output)
+    # concepts: one sbatch and one 1-cpu allocation per job (profiles/slurm: no group, no array)
+    assert {array_id[f"square_{i}.txt"] for i in ITEMS} == {"none"}
+    concepts_ids = {jobid[f"square_{i}.txt"] for i in ITEMS}
+    assert len(concepts_ids) == len(ITEMS) and not concepts_ids & make_ids
 
     # every job left its SLURM log (slurm-keep-successful-logs)
     logs = set(toy_run.logs)
     for i in ITEMS:
         assert f"rule_make/{i}/{jobid[f'data_{i}.txt']}.log" in logs
-    assert {p for p in logs if p.startswith("rule_concepts/")} == {
-        f"rule_concepts/{array}_{task}.log" for task in range(1, len(ITEMS) + 1)
-    }, sorted(logs)
+    for i in ITEMS:
+        assert f"rule_concepts/{i}/{jobid[f'square_{i}.txt']}.log" in logs, sorted(logs)
     total_logs = [p for p in logs if p.startswith("rule_total/")]
     assert len(total_logs) == 1
     assert len(logs) == 2 * len(ITEMS) + 1
@@ -103,9 +99,9 @@ def test_every_job_goes_through_sbatch(slurm_cluster: SlurmCluster, toy_run: Toy
         assert int(job["NumCPUs"]) == 1
         assert job["MinMemoryNode"] == f"{MEM_MB}M"
         assert minutes(job["TimeLimit"]) == RUNTIME_MIN
-    # the array tasks: each the request of one job (1 cpu, its memory and runtime), not a group's sum
-    for task in range(1, len(ITEMS) + 1):
-        job = slurm_cluster.job(f"{array}_{task}")
+    # the concepts jobs: each the request of one job (1 cpu, its runtime), not a group's sum
+    for jid in concepts_ids:
+        job = slurm_cluster.job(jid)
         assert job["JobState"] == "COMPLETED"
         assert job["Partition"] == "debug"
         assert int(job["NumCPUs"]) == 1
