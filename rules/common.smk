@@ -1,18 +1,34 @@
 """Config validation, the class/shard/pair bookkeeping and path helpers."""
 
+import hashlib
 import itertools
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from snakemake.utils import validate
 
-SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+
+# ------------------------------------------------------------------ the workflow's own files
+# The workflow may come from a checkout or, used as a module (`module rsvc: snakefile:
+# github(..., tag=...)`, docs/deploy.md), from a git tag: its files are then read through
+# Snakemake's source cache, never as paths next to workflow.basedir (which is the folder of
+# the *user's* Snakefile there).
+def workflow_file(rel):
+    """A local path to the file ``rel`` (relative to the repository root) of this workflow's
+    own source: in a checkout the file, from a tag a cached copy."""
+    return str(workflow.source_path(f"../{rel}"))
+
+
+SCHEMA_SOURCE = "schemas/config.schema.yaml"
 
 
 def _read_schema():
     import yaml
 
-    return yaml.safe_load(SCHEMA.read_text())
+    return yaml.safe_load(Path(workflow_file(SCHEMA_SOURCE)).read_text())
 
 
 def _schema_problems(cfg):
@@ -28,7 +44,11 @@ def _schema_problems(cfg):
         lines.append(f"{key}: {err.message}{about}")
     if not lines:
         return None
-    return "configuration problems:\n  - " + "\n  - ".join(lines) + f"\n(the keys, their types and defaults: {SCHEMA})"
+    return (
+        "configuration problems:\n  - "
+        + "\n  - ".join(lines)
+        + f"\n(the keys, their types and defaults: {SCHEMA_SOURCE} of the workflow)"
+    )
 
 
 _problems = _schema_problems(config)
@@ -55,8 +75,48 @@ for _key in list(config):
         {m: _sorted_keys(spec) for m, spec in config[_key].items()} if _key == "models" else _sorted_keys(config[_key])
     )
 
-# rsvc is importable from the workflow's own checkout (also without installing it).
-sys.path.insert(0, str(Path(workflow.main_snakefile).parent))
+
+# ------------------------------------------------------------------ the library
+# rsvc is importable at parse time and in every job (local, conda, SLURM) from the workflow's
+# own source, whatever else is installed: the checkout itself, or, when the workflow comes from
+# a git tag, a copy of that tag's rsvc/ (the files listed in rsvc/FILES) under
+# .snakemake/rsvc/<digest>/. PYTHONPATH carries it to the jobs, ahead of site-packages: local
+# jobs are subprocesses of this process, SLURM jobs inherit it (sbatch --export=ALL) and their
+# own snakemake parses this file again.
+RSVC_MANIFEST = "rsvc/FILES"
+
+
+def rsvc_root():
+    """The folder that holds this workflow's rsvc package (see above)."""
+    checkout = Path(str(workflow.current_basedir)).parent
+    if (checkout / "rsvc" / "__init__.py").is_file():
+        return checkout
+    names = Path(workflow_file(RSVC_MANIFEST)).read_text().split()
+    files = {name: Path(workflow_file(f"rsvc/{name}")).read_bytes() for name in names}
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{len(files[name])}\0".encode())
+        digest.update(files[name])
+    root = Path(".snakemake", "rsvc", digest.hexdigest()[:16]).resolve()
+    if not (root / "rsvc" / "__init__.py").is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+        for name, content in files.items():
+            (tmp / "rsvc" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / "rsvc" / name).write_bytes(content)
+        try:
+            os.rename(tmp, root)  # atomic: jobs that parse at the same time see all or nothing
+        except OSError:  # another process was first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+RSVC_ROOT = str(rsvc_root())
+if sys.path[0] != RSVC_ROOT:
+    sys.path.insert(0, RSVC_ROOT)
+_PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+if _PYTHONPATH[:1] != [RSVC_ROOT]:
+    os.environ.update(PYTHONPATH=os.pathsep.join([RSVC_ROOT] + _PYTHONPATH))
 
 from rsvc import preflight  # noqa: E402 - pure Python, like rsvc.specs: parsing needs no numpy or torch
 from rsvc.specs import ModelSpec, numeric_params, prediction_numeric_params  # noqa: E402

@@ -195,7 +195,7 @@ def test_a_yaml_error_in_the_default_config_names_file_and_line(tmp_path):
 
     copy = tmp_path / "workflow"
     copy.mkdir()
-    for name in ("Snakefile", "rules", "workflow_scripts", "schemas", "report", "envs", "config.yaml"):
+    for name in ("Snakefile", "workflow", "rules", "workflow_scripts", "schemas", "report", "envs", "config.yaml"):
         src = REPO / name
         (shutil.copytree(src, copy / name, symlinks=True) if src.is_dir() else shutil.copy(src, copy / name))
     (copy / "rsvc").symlink_to(REPO / "rsvc", target_is_directory=True)

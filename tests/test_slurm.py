@@ -65,28 +65,31 @@ def test_every_job_goes_through_sbatch(slurm_cluster: SlurmCluster, toy_run: Toy
     assert run.returncode == 0, run.output[-3000:]
     # outputs: sum of squares, by a closed form
     assert int(toy_run.files["total.txt"]) == sum(i * i for i in ITEMS)
-    jobid = {}  # results file -> SLURM_JOB_ID seen inside the job
+    jobid, array_id = {}, {}  # results file -> SLURM_JOB_ID (and SLURM_ARRAY_JOB_ID) seen inside the job
     for name, content in toy_run.files.items():
         if name != "total.txt":
-            value, jid = content.split()
+            value, jid, *array = content.split()
             jobid[name] = jid
+            array_id[name] = array[0] if array else None
             i = int(re.search(r"_(\d+)\.txt", name).group(1))
             assert int(value) == (i if name.startswith("data") else i * i)
     assert all(j.isdigit() for j in jobid.values()), jobid  # not "none": inside SLURM
     make_ids = {jobid[f"data_{i}.txt"] for i in ITEMS}
     assert len(make_ids) == len(ITEMS)  # one submission per make job
-    group_ids = {jobid[f"square_{i}.txt"] for i in ITEMS}
-    assert len(group_ids) == 1  # group "analysis" + group-components: one submission
-    (group_id,) = group_ids
+    # concepts: one sbatch and one 1-cpu allocation per job (profiles/slurm: no group, no array)
+    assert {array_id[f"square_{i}.txt"] for i in ITEMS} == {"none"}
+    concepts_ids = {jobid[f"square_{i}.txt"] for i in ITEMS}
+    assert len(concepts_ids) == len(ITEMS) and not concepts_ids & make_ids
 
     # every job left its SLURM log (slurm-keep-successful-logs)
     logs = set(toy_run.logs)
     for i in ITEMS:
         assert f"rule_make/{i}/{jobid[f'data_{i}.txt']}.log" in logs
-    assert f"group_analysis_square/{group_id}.log" in logs
+    for i in ITEMS:
+        assert f"rule_concepts/{i}/{jobid[f'square_{i}.txt']}.log" in logs, sorted(logs)
     total_logs = [p for p in logs if p.startswith("rule_total/")]
     assert len(total_logs) == 1
-    assert len(logs) == len(ITEMS) + 2
+    assert len(logs) == 2 * len(ITEMS) + 1
 
     # what reached sbatch: partition, cpus, memory, runtime from the profile
     for jid in make_ids:
@@ -96,15 +99,13 @@ def test_every_job_goes_through_sbatch(slurm_cluster: SlurmCluster, toy_run: Toy
         assert int(job["NumCPUs"]) == 1
         assert job["MinMemoryNode"] == f"{MEM_MB}M"
         assert minutes(job["TimeLimit"]) == RUNTIME_MIN
-    # the group job: 3 one-core jobs with at most CORES side by side ->
-    # ceil(3 / CORES) layers; width CORES cpus and CORES x mem, height layers x runtime
-    job = slurm_cluster.job(group_id)
-    layers = math.ceil(len(ITEMS) / CORES)
-    width = min(len(ITEMS), CORES)
-    assert job["JobState"] == "COMPLETED"
-    assert int(job["NumCPUs"]) == width
-    assert job["MinMemoryNode"] == f"{width * MEM_MB}M"
-    assert minutes(job["TimeLimit"]) == layers * RUNTIME_MIN
+    # the concepts jobs: each the request of one job (1 cpu, its runtime), not a group's sum
+    for jid in concepts_ids:
+        job = slurm_cluster.job(jid)
+        assert job["JobState"] == "COMPLETED"
+        assert job["Partition"] == "debug"
+        assert int(job["NumCPUs"]) == 1
+        assert minutes(job["TimeLimit"]) == RUNTIME_MIN
 
 
 def test_failing_rule_is_reported_failed_and_retried_bigger(slurm_cluster: SlurmCluster, toy_run: ToyRun) -> None:

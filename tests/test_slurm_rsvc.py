@@ -60,7 +60,8 @@ RULES = {
     "summary",
     "planted_concept",
 }
-GROUPED = {"concepts"}  # group "analysis": one sbatch for several classes (profiles/slurm)
+# rules that may go as job arrays (`slurm-array-jobs`; profiles/slurm sets none: docs/cluster.md)
+ARRAYS = {"concepts"}
 
 
 def reduced_config() -> dict:
@@ -164,6 +165,12 @@ def submissions(output: str) -> dict[str, tuple[str, Path]]:
     return {job: (slurm_id, Path(log)) for job, slurm_id, log in found}
 
 
+def array_submissions(output: str) -> dict[str, str]:
+    """{snakemake job id: SLURM array job id} of every job submitted in a job array."""
+    found = re.findall(r"Submitted array job with Snakemake IDs (\S+) and SLURM job ID (\d+)\.", output)
+    return {job: slurm_id for jobs, slurm_id in found for job in jobs.split(",")}
+
+
 def executed_jobs(output: str) -> list[tuple[str, str, bool, str]]:
     """(kind, rule, grouped, jobid) of every job a run started; grouped jobs are printed indented."""
     jobs, header = [], None
@@ -225,25 +232,27 @@ def test_reduced_demo_through_slurm_equals_local_run(slurm_cluster: SlurmCluster
     assert not run.timed_out and run.returncode == 0, run.output[-4000:]
     assert local_rc == 0, (tmp_path / "local.out").read_text()[-4000:]
 
-    # every job went through sbatch: one submission per job, one per group job, each with its SLURM log
+    # every job went through sbatch once, with its SLURM log, and no group job; with slurm-array-jobs
+    # the concepts jobs that are ready together go as one job array (a lone ready job as a plain job)
     jobs = executed_jobs(run.output)
     subs = submissions(run.output)
+    arrays = array_submissions(run.output)
     assert {rule for _, rule, _, _ in jobs} - {"all"} == RULES
     assert all(kind == "rule" for kind, rule, _, _ in jobs if rule != "all"), jobs  # no local rule
-    direct = [(rule, jobid) for _, rule, grouped, jobid in jobs if not grouped and rule != "all"]
-    grouped = [rule for _, rule, is_grouped, _ in jobs if is_grouped]
-    assert set(grouped) == GROUPED and not GROUPED & {rule for rule, _ in direct}
-    group_subs = [job for job in subs if not job.isdigit()]
-    assert len(group_subs) == run.output.count("Group job analysis")
-    assert len(subs) == len(direct) + len(group_subs)
-    for rule, jobid in direct:
-        slurm_id, log = subs[jobid]
-        assert (
-            log.is_file()
-            and log.parent.relative_to((slurm_dir / ".snakemake" / "slurm_logs").resolve()).parts[0] == f"rule_{rule}"
-        )
-    for job in group_subs:
-        assert subs[job][1].is_file() and subs[job][1].parent.name.startswith("group_analysis")
+    assert not any(grouped for _, _, grouped, _ in jobs), "no group jobs"
+    executed = [(rule, jobid) for _, rule, _, jobid in jobs if rule != "all"]
+    assert not set(subs) & set(arrays)
+    assert set(subs) | set(arrays) == {jobid for _, jobid in executed}
+    assert set(arrays) <= {jobid for rule, jobid in executed if rule in ARRAYS}
+    logs = (slurm_dir / ".snakemake" / "slurm_logs").resolve()
+    for rule, jobid in executed:
+        if jobid in subs:
+            slurm_id, log = subs[jobid]
+            assert log.is_file() and log.parent.relative_to(logs).parts[0] == f"rule_{rule}"
+    for array in set(arrays.values()):
+        tasks = sorted((logs / "rule_concepts").glob(f"{array}_*.log"))
+        assert len(tasks) == list(arrays.values()).count(array), tasks
+    print(f"concepts jobs in job arrays: {len(arrays)} of {sum(rule in ARRAYS for rule, _ in executed)}")
 
     # the same numbers as the local run, file by file
     fa, fb = result_files(slurm_dir / "results"), result_files(local_dir / "results")
