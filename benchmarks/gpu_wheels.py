@@ -151,6 +151,7 @@ def workflow_modules(repo: Path = REPO) -> dict[str, list[str]]:
             files.append(p)
     files = list(dict.fromkeys(f.resolve() for f in files))
     local = {p.stem for p in (repo / "tests").glob("*.py")} | {p.stem for p in (repo / "benchmarks").glob("*.py")}
+    local |= {p.name for p in (repo / "tests").iterdir() if (p / "__init__.py").is_file()}  # tests/slurm
     local.add("rsvc")
     found: dict[str, list[str]] = {}
     for f in files:
