@@ -266,6 +266,16 @@ def _image_rows(groups: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(groups == g) for g in images]
 
 
+def _image_major_order(groups: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Rows in image-major order for the permutation nulls: ``(order (n,), patches per image, images)``;
+    every image must have the same number of patches (one patch grid)."""
+    rows = _image_rows(np.asarray(groups))
+    sizes = {len(r) for r in rows}
+    if len(sizes) != 1:
+        raise ValueError("the permutation null needs the same number of patches in every image")
+    return np.concatenate(rows), sizes.pop(), len(rows)
+
+
 def permutation_null_mcs(
     Ua: np.ndarray, Ub: np.ndarray, groups: np.ndarray, *, P: int = 200, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -275,14 +285,8 @@ def permutation_null_mcs(
     Needs the same number of patches per image (one patch grid). -> ``(null_mean_a (ka,), p_a (ka,),
     null_mean_b (kb,), p_b (kb,))``, p = (1 + #{null >= observed}) / (1 + P).
     """
-    groups = np.asarray(groups)
-    rows = _image_rows(groups)
-    sizes = {len(r) for r in rows}
-    if len(sizes) != 1:
-        raise ValueError("the permutation null needs the same number of patches in every image")
-    order = np.concatenate(rows)  # image-major
+    order, size, n_img = _image_major_order(groups)
     a, b = np.asarray(Ua, float)[order], np.asarray(Ub, float)[order]
-    size, n_img = sizes.pop(), len(rows)
     obs_a, obs_b = mcs(weighted_pearson_matrix(a, b, np.ones((1, len(order))))[0])
     rng = np.random.default_rng(seed)
     blocks = b.reshape(n_img, size, -1)
@@ -314,13 +318,7 @@ def permutation_null_mmcs(
     Ua, Ub = np.asarray(Ua, float), np.asarray(Ub, float)
     La, n, ka = Ua.shape
     Lb, _, kb = Ub.shape
-    groups = np.asarray(groups)
-    rows = _image_rows(groups)
-    sizes = {len(r) for r in rows}
-    if len(sizes) != 1:
-        raise ValueError("the permutation null needs the same number of patches in every image")
-    order = np.concatenate(rows)  # image-major
-    size, n_img = sizes.pop(), len(rows)
+    order, size, n_img = _image_major_order(groups)
     Za = _standardise(np.moveaxis(Ua, 1, 0).reshape(n, La * ka)[order], method)
     Zb = _standardise(np.moveaxis(Ub, 1, 0).reshape(n, Lb * kb)[order], method)
     bad_a, bad_b = ~np.isfinite(Za).all(axis=0), ~np.isfinite(Zb).all(axis=0)  # constant columns
