@@ -16,7 +16,15 @@ from reliability_runs import (
     EMPTY_CLASS,
 )
 
-from rsvc.formats import is_skipped, read_attrs, read_class_activations, read_compare_status, read_head, read_layerwise
+from rsvc.formats import (
+    is_skipped,
+    read_attrs,
+    read_class_activations,
+    read_compare_status,
+    read_head,
+    read_image_sets,
+    read_layerwise,
+)
 from rsvc.models import ModelSpec, create_model
 
 
@@ -43,10 +51,11 @@ def test_bad_images_are_skipped_and_recorded_odd_formats_used(reference):
     in_acts = set()
     for path in (out / "activations").rglob("*.h5"):
         model, owner, split = path.relative_to(out / "activations").parts[:3]
-        sets = pd.read_csv(out / f"image_sets/{owner.removeprefix('on_')}/{split}.tsv", sep="\t", dtype=str)
-        for cid, ids in sets.groupby("class_id")["image_id"]:
+        # the sampled images of each set are extracted (the table lists the whole predicted set)
+        sets = read_image_sets(out / f"image_sets/{owner.removeprefix('on_')}/{split}.tsv")
+        for cid, rows in sets.items():
             stored = list(read_class_activations(path, cid)[1])
-            assert stored == list(ids), (path, cid)
+            assert stored == [image_id for image_id, _ in rows], (path, cid)
             in_acts |= set(stored)
     # Which odd-format images are drawn into an image set depends on what the trained models predict
     # (it differs between processors), so it is not asserted here; that each readable odd format is
