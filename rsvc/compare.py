@@ -1,129 +1,71 @@
 """RSVC for one model pair and one class: shared coefficients, layerwise MCS,
 concept regression (CMCS/SMCS), the replacement test and dissimilarity views.
 
-All inputs are arrays; the result is a flat ``{"group/name": array}`` mapping
-that :func:`rsvc.io.write_h5` stores as is and :mod:`rsvc.tables` reads back.
+:func:`compare_class` works on arrays and returns a :class:`ClassComparison`;
+:func:`compare_job` reads the stored files of a class, calls it and adds what the
+stored concepts know (factorisation errors, stability, importance on the shared set).
+:func:`rsvc.formats.write_compare` flattens the result into a compare file and
+:mod:`rsvc.tables` reads it back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from rsvc.formats import compare_datasets
+from rsvc.formats import Skipped, is_skipped, read_class_activations, read_concepts, read_head
+from rsvc.importance import concept_importance, concept_integrated_gradients
 from rsvc.nnls import nnls_batched
 from rsvc.regression import concept_regression
 from rsvc.replacement import replacement_test
+from rsvc.sampling import SHARED_STREAM, RowSet, gather_rows, lowest_ranked, take_rows, union_images
 from rsvc.selection import dissimilarity_views
+from rsvc.settings import CompareSettings
 from rsvc.similarity import layerwise_correlation, mcs, mmcs
 from rsvc.specs import PRE_LOGITS, direction
 from rsvc.uncertainty import mcs_intervals, paired_pearson_interval, permutation_null_mcs, permutation_null_mmcs
 
 
 @dataclass(frozen=True)
-class RowSet:
-    """Patches (rows) of an image set, in a fixed order.
+class ClassComparison:
+    """Every number of one class for a pair (a, b); directions are ``"src->tgt"`` (:func:`rsvc.specs.direction`).
 
-    image_ids: (n_images,) image identifiers; patch_image: (n_rows,) index into
-    image_ids; patch_index: (n_rows,) position of the patch in the grid.
+    layers: model -> layer names (ending with ``pre_logits``).
+    mmcs: method ("pearson", "spearman") -> layerwise MMCS ``(La, Lb)``; mmcs_null: its chance level (same
+    shape), when permutations were drawn.
+    mcs: (direction, method) -> MCS of each target concept ``(k,)``.
+    regression: direction -> {"pearson", "spearman", "cv_pearson": ``(k,)``, "pred": ``(m, k)``} (CMCS, SMCS).
+    replacement: direction -> {"l2", "kl", "match_acc": ``(k,)``}.
+    views: direction -> ``(k, 3, n)`` held-out rows (top real, over, under; -1 = none).
+    heldout_U / pool_U_pre_logits: model -> coefficients ``(m, k)`` / ``(n, k)``.
+    heldout_rows / pool_rows: the patches behind them (:class:`rsvc.sampling.RowSet`).
+    intervals: ("regression" | "mcs", direction) -> {"ci_low", "ci_high"[, "se_z", "df"]} ``(k,)``.
+    null: direction -> (null mean, p-value) ``(k,)`` of MCS.
+    importance: model -> concept importance ``(k,)`` on the shared set (``importance.images: shared``).
+    rel_error: model -> the factorisation's relative error per layer; stability: model -> {name: ``(k,)``}.
     """
 
-    image_ids: np.ndarray
-    patch_image: np.ndarray
-    patch_index: np.ndarray
-
-    @property
-    def row_image_ids(self) -> np.ndarray:
-        return self.image_ids[self.patch_image]
-
-    @classmethod
-    def empty(cls) -> RowSet:
-        """No image, no row."""
-        return cls(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-
-
-#: The ranking stream of the shared set: a second seeded ranking, independent of the concept sample's
-#: (the default stream ""), as in the paper's code, where the two samples are independent draws.
-SHARED_STREAM = "shared"
-
-
-def image_ranks(image_ids, class_id: str, seed: int, stream: str = "") -> np.ndarray:
-    """A seeded pseudo-random rank per image of a class: ``(n,)`` uint64 from BLAKE2b of (seed, stream,
-    class, image id). The ``m`` lowest-ranked images of a set are a seeded uniform sample of it; the ``m``
-    lowest of a union are among the ``m`` lowest of each of its parts (a bottom-m sketch), so jobs that
-    only see the parts pick the same sample of the union without sharing anything but the ids. Streams
-    are independent rankings: ``""`` draws each model's concept images, :data:`SHARED_STREAM` the shared
-    set."""
-    import hashlib
-
-    prefix = (f"{seed}\x1f{class_id}\x1f" if not stream else f"{seed}\x1f{stream}\x1f{class_id}\x1f").encode()
-    return np.array(
-        [
-            int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "little")
-            for i in image_ids
-        ],
-        dtype=np.uint64,
-    )
-
-
-def lowest_ranked(image_ids, m: int | None, class_id: str, seed: int, stream: str = "") -> np.ndarray:
-    """The ``m`` images of ``image_ids`` with the lowest :func:`image_ranks` of ``stream`` (all if ``m``
-    is None or not smaller), sorted by id: a seeded uniform sample."""
-    ids = np.array(sorted(set(map(str, image_ids))), dtype=object)
-    if m is None or len(ids) <= m:
-        return ids
-    order = np.argsort(image_ranks(ids, class_id, seed, stream), kind="stable")
-    return np.sort(ids[order[:m]])
-
-
-def union_images(
-    image_sets: list[np.ndarray], cap: int | None, seed: int, class_id: str = "", stream: str = SHARED_STREAM
-) -> np.ndarray:
-    """Sorted union of image ids, subsampled to at most ``cap`` images: the ``cap`` lowest-ranked of
-    ``stream`` (:func:`lowest_ranked`; the shared set's ranking by default), a seeded uniform sample of
-    the union."""
-    union = set().union(*[set(map(str, s)) for s in image_sets])
-    return lowest_ranked(union, cap, class_id, seed, stream)
-
-
-def gather_rows(parts: list[RowSet], images: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], RowSet]:
-    """Select the rows of ``images`` from several row sets (first part that has an image wins).
-
-    Returns ``[(part, row_indices), ...]`` in output order (image-major, patch
-    order within an image) and the :class:`RowSet` of the gathered rows.
-    """
-    wanted = {str(i) for i in images}
-    owner: dict[str, int] = {}
-    for p, part in enumerate(parts):
-        for img in part.image_ids:
-            img = str(img)
-            if img in wanted and img not in owner:
-                owner[img] = p
-    order = sorted(owner)
-    picks: list[tuple[int, np.ndarray]] = []
-    patch_image, patch_index = [], []
-    row_ids = [part.row_image_ids.astype(str) for part in parts]
-    for new_idx, img in enumerate(order):
-        p = owner[img]
-        rows = np.flatnonzero(row_ids[p] == img)
-        rows = rows[np.argsort(parts[p].patch_index[rows], kind="stable")]
-        picks.append((p, rows))
-        patch_image.append(np.full(len(rows), new_idx))
-        patch_index.append(parts[p].patch_index[rows])
-    rowset = RowSet(
-        image_ids=np.array(order, dtype=object),
-        patch_image=np.concatenate(patch_image) if patch_image else np.zeros(0, int),
-        patch_index=np.concatenate(patch_index) if patch_index else np.zeros(0, int),
-    )
-    return picks, rowset
-
-
-def take_rows(arrays: list[np.ndarray], picks: list[tuple[int, np.ndarray]]) -> np.ndarray:
-    """Concatenate ``arrays[part][rows]`` for every pick."""
-    if not picks:
-        return np.zeros((0,) + arrays[0].shape[1:], arrays[0].dtype)
-    return np.concatenate([arrays[p][rows] for p, rows in picks], axis=0)
+    layers: Mapping[str, Sequence[str]]
+    mmcs: Mapping[str, np.ndarray]
+    mcs: Mapping[tuple[str, str], np.ndarray]
+    regression: Mapping[str, Mapping[str, np.ndarray]]
+    replacement: Mapping[str, Mapping[str, np.ndarray]]
+    views: Mapping[str, np.ndarray]
+    heldout_U: Mapping[str, np.ndarray]
+    pool_U_pre_logits: Mapping[str, np.ndarray]
+    heldout_rows: RowSet
+    pool_rows: RowSet
+    intervals: Mapping[tuple[str, str], Mapping[str, np.ndarray]] = field(default_factory=dict)
+    null: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    mmcs_null: Mapping[str, np.ndarray] = field(default_factory=dict)
+    importance: Mapping[str, np.ndarray] = field(default_factory=dict)
+    rel_error: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    stability: Mapping[str, Mapping[str, np.ndarray] | None] = field(default_factory=dict)
 
 
 def compare_class(
@@ -146,7 +88,7 @@ def compare_class(
     mmcs_permutations: int = 0,
     level: float = 0.95,
     heldout_reason: str | None = None,
-) -> dict[str, np.ndarray]:
+) -> ClassComparison:
     """Run every RSVC comparison for one class.
 
     models: the pair (a, b).
@@ -247,7 +189,7 @@ def compare_class(
         heldout_rows = RowSet.empty()
         for res in regression.values():
             res["pred"] = res["pred"][:0]
-    return compare_datasets(
+    return ClassComparison(
         layers=layers,
         mmcs=mmcs_of,
         mcs=mcs_of,
@@ -276,3 +218,157 @@ def _mask_heldout(regression, replacement, views, intervals) -> None:
         views[d] = np.full_like(views[d], -1)
     for key in [key for key in intervals if key[0] == "regression"]:
         intervals[key] = {name: np.full_like(v, np.nan, dtype=np.float64) for name, v in intervals[key].items()}
+
+
+def _load_rows(path: str | Path, class_id: str, layers: list[str]):
+    """(activations {layer: (n, d)}, RowSet) of a class in an activation file, None if absent."""
+    try:
+        acts, ids, pimg, pidx = read_class_activations(path, class_id, layers)
+    except KeyError:  # no image of this owner is of this class
+        return None
+    return acts, RowSet(np.asarray(ids, dtype=object), np.asarray(pimg), np.asarray(pidx))
+
+
+def _gather_union(models, files, class_id, layers_of, cap, seed):
+    """Activations of both models on the union of both owners' images of a class.
+
+    files: (model, owner) -> activation file. -> ``(acts {model: {layer: (n, d) float64}}, RowSet,
+    size of the union before the cap)`` or ``(None, None, 0)`` when no owner has an image of the class.
+    """
+    a = models[0]
+    parts = {m: [_load_rows(files[(m, o)], class_id, layers_of[m]) for o in models] for m in models}
+    present = [i for i, part in enumerate(parts[a]) if part is not None]
+    if not present:
+        return None, None, 0
+    union = union_images([parts[a][i][1].image_ids for i in present], None, seed)
+    # the shared set's own ranking (independent of the concept samples); every file holds each owner's
+    # cap lowest of that ranking, so these are the cap lowest of the union of the full predicted sets
+    images = lowest_ranked(union, cap, class_id, seed, SHARED_STREAM)
+    picks, rows = gather_rows([parts[a][i][1] for i in present], images)
+    for m in models:  # both models must see exactly the same patches
+        _, rows_m = gather_rows([parts[m][i][1] for i in present], images)
+        if list(rows_m.image_ids) != list(rows.image_ids) or not np.array_equal(rows_m.patch_index, rows.patch_index):
+            raise ValueError(
+                f"class {class_id}: {m}'s activation files hold other patches than {a}'s "
+                f"({[files[(m, o)] for o in models]}); delete them and rerun"
+            )
+    acts = {
+        m: {l: take_rows([parts[m][i][0][l] for i in present], picks).astype(np.float64) for l in layers_of[m]}
+        for m in models
+    }
+    return acts, rows, len(union)
+
+
+def compare_job(
+    models: tuple[str, str],
+    class_id: str,
+    activations: Mapping[tuple[str, str, str], str | Path],
+    concepts: Mapping[str, str | Path],
+    heads: Mapping[str, str | Path],
+    settings: CompareSettings,
+    *,
+    class_index: int | None = None,
+    predicted: Mapping[str, Any] | None = None,
+) -> tuple[ClassComparison | Skipped, dict[str, Any]]:
+    """Every RSVC comparison of one class for a model pair, from the stored files.
+
+    activations: (model, owner, split) -> activation file of ``model`` on ``owner``'s images; concepts,
+    heads: model -> file. -> ``(result, attrs)`` for :func:`rsvc.formats.write_compare` (see
+    :func:`compare_class`); a class that cannot be compared gives :class:`rsvc.formats.Skipped` and ``{}``:
+    a model without concepts for it, or fewer than ``settings.min_images`` images in the union of both
+    models' pool sets (the paper's rule; a model whose own set is smaller is named in ``attrs["note"]``).
+    A class with fewer than ``settings.min_heldout_images`` held-out images is compared, but its held-out
+    scores are NaN and ``attrs["note"]`` says why. ``settings.importance`` (with ``class_index``): concept
+    importance is also computed on the shared set (``importance.images: shared``, what the paper's code
+    does) instead of only on each model's own concept images. ``predicted``: model -> the ids of every
+    pool image the model predicts as the class (its full set, before any sample): the union rule and
+    ``n_union_images`` count the union of these; without it, the union of the stored (sampled) sets.
+    """
+    a, b = models
+    read = {}
+    reasons = []
+    for m in models:
+        skipped, reason = is_skipped(concepts[m])
+        if skipped:
+            reasons.append((m, reason))
+        else:
+            read[m] = read_concepts(concepts[m])
+    if reasons:
+        return Skipped("; ".join(f"{m}: {r}" for m, r in reasons), {f"skipped_{m}": r for m, r in reasons}), {}
+    layers_of = {m: read[m].layers for m in models}
+    W = {m: read[m].W for m in models}
+    min_images, min_held, seed = settings.min_images, settings.min_heldout_images, settings.seed
+
+    def files(split):
+        return {(m, o): activations[(m, o, split)] for m in models for o in models}
+
+    pool, pool_rows, n_union = _gather_union(
+        models, files(settings.pool_split), class_id, layers_of, settings.shared_images, seed
+    )
+    if pool is None:
+        return Skipped(f"no images of this class in split {settings.pool_split}"), {}
+    if predicted is not None:  # the union of the full predicted sets, not of the stored samples
+        n_union = len(set().union(*(set(map(str, predicted[m])) for m in models)))
+    if n_union < min_images:
+        return Skipped(
+            f"{n_union} images in the union of both models' pool sets < concepts.min_images={min_images}"
+        ), {}
+    notes = [
+        f"{m}'s own concept set is small: {len(read[m].image_ids)} images < concepts.min_images={min_images}"
+        for m in models
+        if len(read[m].image_ids) < min_images
+    ]
+    head_of = {m: read_head(heads[m]) for m in models}
+    held, held_rows, _ = _gather_union(
+        models, files(settings.heldout_split), class_id, {m: [PRE_LOGITS] for m in models}, None, seed
+    )
+    n_held = 0 if held_rows is None else len(held_rows.image_ids)
+    heldout_note = ""
+    if n_held < min_held:
+        heldout_note = (
+            f"{n_held} held-out images (split {settings.heldout_split}) < concepts.min_heldout_images="
+            f"{min_held}: CMCS, SMCS and the replacement test not scored (NaN)"
+        )
+    note = "; ".join(notes + [heldout_note] if heldout_note else notes)
+    if held is None:
+        dims = {m: pool[m][PRE_LOGITS].shape[1] for m in models}
+        held = {m: {PRE_LOGITS: np.zeros((0, dims[m]))} for m in models}
+        held_rows = RowSet.empty()
+    out = compare_class(
+        models,
+        pool,
+        pool_rows,
+        {m: held[m][PRE_LOGITS] for m in models},
+        held_rows,
+        W,
+        head_of,
+        alpha=settings.alpha,
+        folds=settings.folds,
+        tol=settings.tol,
+        max_iter=settings.max_iter,
+        mix=settings.mix,
+        n_views=settings.n_views,
+        seed=seed,
+        heldout_reason=heldout_note or None,
+        **settings.uncertainty.params(),
+    )
+    importance = {}
+    if settings.importance is not None:
+        for m in models:
+            attr = concept_integrated_gradients(
+                out.pool_U_pre_logits[m],
+                W[m][PRE_LOGITS],
+                *head_of[m],
+                class_index,
+                target=settings.importance.target,
+                steps=settings.importance.steps,
+            )
+            importance[m] = concept_importance(attr)
+    out = dataclasses.replace(
+        out,
+        importance=importance,
+        rel_error={m: [read[m].rel_error[l] for l in layers_of[m]] for m in models},
+        stability={m: read[m].stability for m in models},
+    )
+    attrs = {"n_union_images": n_union, "n_shared_images": len(pool_rows.image_ids), "n_heldout_images": n_held}
+    return out, {**attrs, "note": note}

@@ -45,6 +45,8 @@ from rsvc.specs import direction
 if TYPE_CHECKING:
     import pandas as pd
 
+    from rsvc.compare import ClassComparison
+
 PathLike = str | os.PathLike
 
 
@@ -385,82 +387,66 @@ REGRESSION_FIELDS = ("pearson", "spearman", "cv_pearson", "pred")
 REPLACEMENT_FIELDS = ("l2", "kl", "match_acc")
 
 
-def compare_datasets(
-    *,
-    layers: Mapping[str, Sequence[str]],
-    mmcs: Mapping[str, np.ndarray],
-    mcs: Mapping[tuple[str, str], np.ndarray],
-    regression: Mapping[str, Mapping[str, np.ndarray]],
-    replacement: Mapping[str, Mapping[str, np.ndarray]],
-    views: Mapping[str, np.ndarray],
-    heldout_U: Mapping[str, np.ndarray],
-    pool_U_pre_logits: Mapping[str, np.ndarray],
-    heldout_rows: Any,
-    pool_rows: Any,
-    intervals: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None,
-    null: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    mmcs_null: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, np.ndarray]:
-    """The datasets of a compare file, by name (written by :func:`write_compare`).
+def compare_datasets(result: ClassComparison) -> dict[str, np.ndarray]:
+    """The datasets of a compare file, by name: :class:`rsvc.compare.ClassComparison` flattened (written by
+    :func:`write_compare`).
 
-    layers: model -> layer names; mmcs: method -> ``(La, Lb)``; mcs: (direction, method)
-    -> ``(k,)``; regression: direction -> {pearson, spearman, cv_pearson ``(k,)``,
-    pred ``(m, k)``}; replacement: direction -> {l2, kl, match_acc ``(k,)``}; views:
-    direction -> ``(k, 3, n)`` held-out rows (top real, over, under; -1 = none);
-    heldout_U / pool_U_pre_logits: model -> ``(m, k)`` / ``(n, k)``; rows: RowSets.
-    intervals: ("regression" | "mcs", direction) -> {"ci_low", "ci_high"[, "se_z", "df"]} ``(k,)``: the
+    ``layers/<model>``; ``mmcs/<method>`` ``(La, Lb)``; ``mcs/<direction>/<method>`` ``(k,)``;
+    ``regression/<direction>/{pearson, spearman, cv_pearson}`` ``(k,)`` and ``pred`` ``(m, k)``;
+    ``replacement/<direction>/{l2, kl, match_acc}`` ``(k,)``; ``views/<direction>`` ``(k, 3, n)`` held-out rows
+    (top real, over, under; -1 = none); ``heldout/U/<model>`` ``(m, k)``; ``pool/U_pre_logits/<model>``
+    ``(n, k)``; ``<regression|mcs>/<direction>/pearson_<ci_low|ci_high|se_z|df>`` ``(k,)``: the
     image-jackknife interval of the Pearson score (and, for the regressions, its standard error on Fisher's
-    z scale and degrees of freedom); null: direction -> (null mean, p-value) ``(k,)`` of MCS
-    (rsvc.uncertainty).
+    z scale and degrees of freedom); ``mmcs_null/<method>``: the chance level of ``mmcs/<method>``;
+    ``mcs/<direction>/{null_mean, p_value}`` ``(k,)`` (rsvc.uncertainty); ``<heldout|pool>/{image_ids,
+    patch_image, patch_index}``; ``importance/<model>`` ``(k,)`` on the shared set; ``rel_error/<model>``
+    ``(n_layers,)``; ``stability/<model>/<name>`` ``(k,)``.
     """
     out: dict[str, np.ndarray] = {}
-    for m, names in layers.items():
+    for m, names in result.layers.items():
         out[f"layers/{m}"] = np.array(list(names), dtype=object)
-    for method, matrix in mmcs.items():
+    for method, matrix in result.mmcs.items():
         out[f"mmcs/{method}"] = matrix
-    for (d, method), values in mcs.items():
+    for (d, method), values in result.mcs.items():
         out[f"mcs/{d}/{method}"] = values
-    for d, res in regression.items():
+    for d, res in result.regression.items():
         for name in REGRESSION_FIELDS:
             out[f"regression/{d}/{name}"] = res[name]
-    for d, res in replacement.items():
+    for d, res in result.replacement.items():
         for name in REPLACEMENT_FIELDS:
             out[f"replacement/{d}/{name}"] = res[name]
-    for d, v in views.items():
+    for d, v in result.views.items():
         out[f"views/{d}"] = v
-    for m in layers:
-        out[f"heldout/U/{m}"] = heldout_U[m]
-        out[f"pool/U_pre_logits/{m}"] = pool_U_pre_logits[m]
-    for (kind, d), values in (intervals or {}).items():
+    for m in result.layers:
+        out[f"heldout/U/{m}"] = result.heldout_U[m]
+        out[f"pool/U_pre_logits/{m}"] = result.pool_U_pre_logits[m]
+    for (kind, d), values in result.intervals.items():
         for name, v in values.items():
             out[f"{kind}/{d}/pearson_{name}"] = np.asarray(v, dtype=np.float64)
-    for method, matrix in (mmcs_null or {}).items():  # chance level of mmcs/<method>
+    for method, matrix in result.mmcs_null.items():  # chance level of mmcs/<method>
         out[f"mmcs_null/{method}"] = matrix
-    for d, (mean, p) in (null or {}).items():
+    for d, (mean, p) in result.null.items():
         out[f"mcs/{d}/null_mean"], out[f"mcs/{d}/p_value"] = mean, p
-    for split, rows in (("heldout", heldout_rows), ("pool", pool_rows)):
+    for split, rows in (("heldout", result.heldout_rows), ("pool", result.pool_rows)):
         out[f"{split}/image_ids"] = rows.image_ids
         out[f"{split}/patch_image"] = rows.patch_image
         out[f"{split}/patch_index"] = rows.patch_index
+    for m, values in result.importance.items():
+        out[f"importance/{m}"] = values
+    for m in result.layers:
+        if m in result.rel_error:
+            out[f"rel_error/{m}"] = np.asarray(result.rel_error[m], dtype=np.float64)
+        for name, values in (result.stability.get(m) or {}).items():
+            out[f"stability/{m}/{name}"] = np.asarray(values, dtype=np.float64)
     return out
 
 
-def add_rel_error(datasets: dict[str, np.ndarray], model: str, rel_error: Sequence[float]) -> None:
-    """The factorisation's relative error per layer of ``model``, stored with its comparison."""
-    datasets[f"rel_error/{model}"] = np.asarray(rel_error, dtype=np.float64)
-
-
-def add_stability(datasets: dict[str, np.ndarray], model: str, stability: Mapping[str, np.ndarray] | None) -> None:
-    """The stability of ``model``'s pre_logits concepts over restarts (:attr:`Concepts.stability`)."""
-    for name, values in (stability or {}).items():
-        datasets[f"stability/{model}/{name}"] = np.asarray(values, dtype=np.float64)
-
-
-def write_compare(path: PathLike, datasets: Mapping[str, np.ndarray] | Skipped, attrs: Mapping[str, Any]) -> None:
-    """A compare file: :func:`compare_datasets` and root attributes (``models`` JSON, ``pair``, ``class_id``)."""
-    if isinstance(datasets, Skipped):
-        return write_skipped(path, datasets, attrs)
-    write_h5(path, datasets, attrs={**attrs, SKIPPED: False})
+def write_compare(path: PathLike, result: ClassComparison | Skipped, attrs: Mapping[str, Any]) -> None:
+    """A compare file: the result flattened (:func:`compare_datasets`) and root attributes (``models`` JSON,
+    ``pair``, ``class_id``)."""
+    if isinstance(result, Skipped):
+        return write_skipped(path, result, attrs)
+    write_h5(path, compare_datasets(result), attrs={**attrs, SKIPPED: False})
 
 
 def _models(f: h5py.File) -> tuple[str, str]:

@@ -20,9 +20,15 @@ rule. All rows and steps are evaluated in batched matrix products.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["concept_integrated_gradients", "concept_importance"]
+from rsvc.formats import Skipped, is_skipped, read_concepts, read_head
+from rsvc.settings import ImportanceSettings
+from rsvc.specs import PRE_LOGITS
+
+__all__ = ["concept_integrated_gradients", "concept_importance", "importance_job"]
 
 _TARGETS = ("probability", "logit", "log_probability")
 _CACHE_POINTS = 512  # (row, step) points per chunk that keep the (points, C) logits in cache
@@ -82,3 +88,19 @@ def concept_integrated_gradients(
 def concept_importance(attributions: np.ndarray) -> np.ndarray:
     """Importance of each concept: mean attribution over rows. (n, k) -> (k,)."""
     return np.asarray(attributions).mean(axis=0)
+
+
+def importance_job(
+    concepts: str | Path, head: str | Path, class_index: int, settings: ImportanceSettings
+) -> tuple[np.ndarray, np.ndarray] | Skipped:
+    """Concept importance at pre_logits for the class output: ``(importance (k,), attributions (n, k))``,
+    or :class:`rsvc.formats.Skipped` when the class has no concepts."""
+    skipped, reason = is_skipped(concepts)
+    if skipped:
+        return Skipped(reason)
+    c = read_concepts(concepts)
+    weight, bias = read_head(head)
+    attr = concept_integrated_gradients(
+        c.U[PRE_LOGITS], c.W[PRE_LOGITS], weight, bias, class_index, target=settings.target, steps=settings.steps
+    )
+    return concept_importance(attr), attr

@@ -62,7 +62,7 @@ def check_structure(
             f"dataset.patch_size={ds['patch_size']} is larger than dataset.image_size={ds['image_size']}; "
             "use a patch size <= the image size"
         )
-    else:  # k above the patches of a small class: that class is skipped with its reason (rsvc.jobs.concepts_job)
+    else:  # k above the patches of a small class: that class is skipped with its reason (rsvc.concepts.concepts_job)
         n_grid = n_patches(ds["image_size"], ds["patch_size"])
         c = config["concepts"]
         if c["k"] > c["concept_images"] * n_grid:

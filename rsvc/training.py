@@ -5,7 +5,7 @@ plus horizontal flip, so that the 16 resized patches RSVC shows the model later
 are in-domain. The whole training set is held in memory as uint8 canonical
 images and each batch is cropped and resized in one call
 (``torchvision.ops.roi_align``, bilinear with area averaging). Evaluation uses
-exactly the whole-image pixels of :func:`rsvc.activations.predict_images`
+exactly the whole-image pixels of :func:`rsvc.predictions.predict_images`
 (canonical image -> model input size -> the model's mean/std).
 
 Demo recipe (measured on the 6-class synthetic data of :mod:`rsvc.synthetic`,

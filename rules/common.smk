@@ -119,7 +119,15 @@ if _PYTHONPATH[:1] != [RSVC_ROOT]:
     os.environ.update(PYTHONPATH=os.pathsep.join([RSVC_ROOT] + _PYTHONPATH))
 
 from rsvc import preflight  # noqa: E402 - pure Python, like rsvc.specs: parsing needs no numpy or torch
-from rsvc.specs import ModelSpec, numeric_params, prediction_numeric_params  # noqa: E402
+from rsvc.settings import (  # noqa: E402
+    CompareSettings,
+    ConceptSettings,
+    ImageSetSettings,
+    ImportanceSettings,
+    numeric_params,
+    prediction_numeric_params,
+)
+from rsvc.specs import ModelSpec  # noqa: E402
 
 OUT = config["outdir"]
 DATASET = config["dataset"]
@@ -275,41 +283,12 @@ def prediction_params(model):
     return prediction_numeric_params(DATASET, config["models"][model])
 
 
-def concepts_params(model):
-    """Factorisation settings of `model`'s concepts (rsvc.jobs.concepts_job keywords)."""
-    c = config["concepts"]
-    return {
-        **{key: c[key] for key in ("k", "max_iter", "tol", "restarts", "concept_images")},
-        "min_images": c["min_images_per_model"],
-        "decomposition": config["models"][model]["decomposition"],
-    }
-
-
-def importance_settings():
-    """Concept IG settings (rsvc.jobs.importance_job keywords); `importance.images` says where they
-    are used (the importance rule, or the compare job on the shared set)."""
-    return {key: config["importance"][key] for key in ("target", "steps")}
-
-
 def pool_cap(split):
     """pool_images_per_class applies to the concept pool split only."""
     return DATASET["pool_images_per_class"] if split == POOL_SPLIT else None
 
 
-def image_set_params(split):
-    """Cap and minimum of an image set: the pool split holds the concept images (and
-    skips classes with too few for a model's own concepts), the held-out split is capped only."""
-    c = config["concepts"]
-    if split == POOL_SPLIT:  # the concept sample and, from its own ranking, the shared set's candidates
-        return {
-            "max_images": c["concept_images"],
-            "shared_images": c["shared_images"],
-            "min_images": c["min_images_per_model"],
-        }
-    return {"max_images": c["heldout_images"], "shared_images": None, "min_images": None}
-
-
-IMAGE_SETS_BY = DATASET["image_sets"]
+COMPARE_SETTINGS = CompareSettings.from_config(config)
 
 
 # ------------------------------------------------------------------ demo (synthetic)

@@ -24,18 +24,6 @@ rule compare:
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         acts_keys=compare_acts_keys,
-        splits={"pool": POOL_SPLIT, "heldout": HELDOUT_SPLIT},
-        classes=analysed_in_shard,
-        class_index=analysed_in_shard_indices,
-        files=lambda wc: class_files("compare", analysed_in_shard(wc), pair=wc.pair),
-        shared_images=config["concepts"]["shared_images"],
-        min_images=config["concepts"]["min_images"],
-        min_heldout_images=config["concepts"]["min_heldout_images"],
-        regression=config["regression"],
-        replacement=config["replacement"],
-        gallery_n=config["gallery"]["n"],
-        uncertainty={k: config["uncertainty"][k] for k in ("level", "permutations", "mmcs_permutations")},
-        importance=importance_settings() if config["importance"]["images"] == "shared" else None,
-        seed=config["seed"],
+        compare=COMPARE_SETTINGS.params(),
     script:
         "../workflow_scripts/compare.py"

@@ -23,8 +23,7 @@ rule concepts:
         mem_mb=4000,
         runtime=20,
     params:
-        concepts=lambda wc: concepts_params(wc.model),
-        seed=config["seed"],
+        concepts=lambda wc: ConceptSettings.from_config(config, wc.model).params(),
     script:
         "../workflow_scripts/concepts.py"
 
@@ -45,7 +44,7 @@ rule importance:
         mem_mb=2000,
         runtime=30,
     params:
-        importance=importance_settings(),
+        importance=ImportanceSettings.from_config(config).params(),
         classes=analysed_in_shard,
         class_index=analysed_in_shard_indices,
         files=lambda wc: class_files("importance", analysed_in_shard(wc), model=wc.model),

@@ -46,11 +46,7 @@ rule image_sets:
         runtime=10,
     params:
         classes=ANALYZE,
-        by=IMAGE_SETS_BY,
-        max_images=lambda wc: image_set_params(wc.split)["max_images"],
-        min_images=lambda wc: image_set_params(wc.split)["min_images"],
-        shared_images=lambda wc: image_set_params(wc.split)["shared_images"],
-        seed=config["seed"],
+        sets=lambda wc: ImageSetSettings.from_config(config, wc.split).params(),
     script:
         "../workflow_scripts/image_sets.py"
 

@@ -5,7 +5,8 @@ from rsvc.formats import read_image_sets
 from rsvc.layers import resolve_layers
 from rsvc.models import create_model
 from rsvc.runtime import limit_threads, seed_everything, setup_logging
-from rsvc.specs import PRE_LOGITS, ExtractionSettings, ModelSpec
+from rsvc.settings import ExtractionSettings
+from rsvc.specs import PRE_LOGITS, ModelSpec
 
 log = setup_logging(snakemake.log[0])
 limit_threads(snakemake.threads)

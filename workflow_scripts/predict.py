@@ -1,10 +1,11 @@
 """Whole-image predictions of one model for the class folders of one shard."""
 
 from rsvc.formats import OK, write_predictions
-from rsvc.jobs import predictions_job, shard_images
 from rsvc.models import create_model
+from rsvc.predictions import predictions_job, shard_images
 from rsvc.runtime import limit_threads, seed_everything, setup_logging
-from rsvc.specs import ExtractionSettings, ModelSpec
+from rsvc.settings import ExtractionSettings
+from rsvc.specs import ModelSpec
 
 log = setup_logging(snakemake.log[0])
 limit_threads(snakemake.threads)
