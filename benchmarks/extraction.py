@@ -42,16 +42,15 @@ import numpy as np
 import PIL.Image
 import torch
 
-from rsvc.activations import (
-    ExtractionSettings,
-    extract_to_h5,
-    resolve_device,
-)
+from rsvc._transfer import resolve_device
+from rsvc.activations import extract_to_h5
 from rsvc.formats import read_class_activations
 from rsvc.images import canonical_image, load_rgb, to_model_input
 from rsvc.layers import resolve_layers
-from rsvc.models import ModelSpec, create_model, model_data_config
+from rsvc.models import create_model, model_data_config
 from rsvc.patches import extract_patches
+from rsvc.settings import ExtractionSettings
+from rsvc.specs import ModelSpec
 
 MODELS = {"resnet18": "relu", "resnet50": "relu", "vit_small_patch16_224": "blocks"}
 IMAGE_SIZE, PATCH_SIZE = 224, 64

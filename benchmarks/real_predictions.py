@@ -24,9 +24,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from test_real import SAMPLES, _package, _timm_reference  # noqa: E402
 
 from rsvc.convert import convert_file  # noqa: E402
-from rsvc.jobs import predictions_job  # noqa: E402
 from rsvc.models import create_model  # noqa: E402
-from rsvc.specs import ExtractionSettings, ModelSpec  # noqa: E402
+from rsvc.predictions import predictions_job  # noqa: E402
+from rsvc.settings import ExtractionSettings  # noqa: E402
+from rsvc.specs import ModelSpec  # noqa: E402
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ both draws, their medians, and the share of each model's concept images that lie
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import numpy as np
 import yaml
 
 import rsvc.compare
-from rsvc.compare import lowest_ranked
+from rsvc.compare import compare_job
 from rsvc.formats import read_image_sets
-from rsvc.jobs import compare_job
+from rsvc.sampling import lowest_ranked
+from rsvc.settings import CompareSettings, UncertaintySettings, with_defaults
+from rsvc.specs import direction
 
 
 def main(run: Path, config: Path) -> None:
@@ -38,28 +41,22 @@ def main(run: Path, config: Path) -> None:
     sets = {m: out / f"image_sets/{m}/{splits['pool']}.tsv" for m in (a, b)}
     predicted = {m: [i for i, _ in read_image_sets(sets[m], [cid], sampled_only=False)[cid]] for m in (a, b)}
     c = cfg["concepts"]
+    # the workflow's own settings, without the permutation nulls (not needed here)
+    settings = dataclasses.replace(CompareSettings.from_config(with_defaults(cfg)), uncertainty=UncertaintySettings())
     results = {}
     for name, stream in (("independent", "shared"), ("nested (old)", "")):
-        rsvc.compare.SHARED_STREAM = stream  # read by rsvc.jobs at call time
-        data, attrs = compare_job(
+        rsvc.compare.SHARED_STREAM = stream  # read by rsvc.compare at call time
+        result, attrs = compare_job(
             (a, b),
             cid,
             acts,
             concepts={m: out / f"concepts/{m}/{cid}.h5" for m in (a, b)},
             heads={m: out / f"heads/{m}.h5" for m in (a, b)},
-            splits=splits,
-            shared_images=c["shared_images"],
-            min_images=c["min_images"],
-            min_heldout_images=c["min_heldout_images"],
-            regression=cfg["regression"],
-            replacement=cfg["replacement"],
-            gallery_n=cfg["gallery"]["n"],
-            seed=cfg["seed"],
+            settings=settings,
             predicted=predicted,
-            uncertainty={"level": 0.95, "permutations": 0, "mmcs_permutations": 0},
         )
-        cmcs = data[f"regression/{b}->{a}/pearson"]
-        shared = set(map(str, data["pool/image_ids"]))
+        cmcs = result.regression[direction(b, a)]["pearson"]
+        shared = set(map(str, result.pool_rows.image_ids))
         shares = []
         for m in (a, b):
             ids = [i for i, _ in read_image_sets(sets[m], [cid])[cid]]

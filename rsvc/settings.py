@@ -13,7 +13,33 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+
+#: The config schema of a checkout (the workflow validates with its own copy, rules/common.smk).
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def with_defaults(config: Mapping[str, Any], schema: str | Path = SCHEMA) -> dict[str, Any]:
+    """A copy of ``config`` validated against the schema with every default filled in, as the workflow
+    sees it (Snakemake's ``validate(config, schema)``): what ``from_config`` expects, for tests, benchmarks
+    and scripts that build settings outside the workflow. Raises ``jsonschema.ValidationError``."""
+    import copy
+
+    import jsonschema
+    import yaml
+
+    def fill(validator, properties, instance, schema):
+        for name, sub in properties.items():
+            if isinstance(instance, dict) and "default" in sub:
+                instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    filling = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": fill})
+    config = copy.deepcopy(dict(config))
+    filling(yaml.safe_load(Path(schema).read_text())).validate(config)
+    return config
 
 
 class _Params:
