@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from rsvc.formats import read_concept_views
+from rsvc.images import canonical_uint8, load_rgb
 from rsvc.specs import direction
 from rsvc.tables import is_unique
 
@@ -62,8 +63,6 @@ def canonical_patches(
 ) -> list[np.ndarray]:
     """The patches ``[(image_id, grid index), ...]`` of the canonical images (``boxes[index] = (x0, y0, x1, y1)``)
     as ``[(h, w, 3) uint8, ...]``, each image decoded once however many of its patches are asked for."""
-    from rsvc.images import canonical_uint8, load_rgb
-
     images: dict[str, np.ndarray] = {}
     out = []
     for image_id, index in rows:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
+from rsvc.formats import is_skipped, read_compare_metrics, read_heldout
+from rsvc.patches import patch_boxes
+from rsvc.specs import direction
 
 
 def overlap_fraction(patch_boxes: np.ndarray, square_boxes: np.ndarray) -> np.ndarray:
@@ -71,12 +76,6 @@ def planted_table(
     metadata: the demo dataset's ``metadata.csv`` (image ``path``, ``has_square``, square box in
     ``synthetic_image_size`` pixels). None when the compare job skipped the class.
     """
-    import pandas as pd
-
-    from rsvc.formats import is_skipped, read_compare_metrics, read_heldout
-    from rsvc.patches import patch_boxes
-    from rsvc.specs import direction
-
     if is_skipped(compare_file)[0]:
         return None
     U, ids, pimg, pidx = read_heldout(compare_file, ps)

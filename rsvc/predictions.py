@@ -8,9 +8,9 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -22,9 +22,6 @@ from rsvc.images import list_image_files
 from rsvc.models import model_data_config
 from rsvc.settings import ExtractionSettings
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 log = logging.getLogger(__name__)
 
 
@@ -32,8 +29,6 @@ def shard_images(root: str | Path, split: str, shard_classes: list[str], cap: in
     """The image files of a shard's class folders (``image_id`` relative to ``root``, ``path``, ``label``),
     at most ``cap`` per folder in file-name order. A missing class folder has no rows, as an empty one
     (the preflight says where that is harmful)."""
-    import pandas as pd
-
     root = Path(root)
     rows = []
     for cid in shard_classes:
@@ -100,11 +95,11 @@ def readable_mask(paths: Sequence[str | os.PathLike], skipped: Iterable[tuple[st
     return np.array([str(p) not in bad for p in paths], dtype=bool)
 
 
-def predictions_job(model, images: pd.DataFrame, classes: list[str], settings) -> pd.DataFrame:
+def predictions_job(
+    model: nn.Module, images: pd.DataFrame, classes: list[str], settings: ExtractionSettings
+) -> pd.DataFrame:
     """Whole-image predictions of ``model`` (torch module) for the rows of :func:`shard_images`:
     the table of :func:`rsvc.formats.write_predictions` (unreadable images: status skipped, reason)."""
-    from rsvc.activations import predict_images, readable_mask
-
     images = images.copy()
     pred, prob, skipped = predict_images(model, list(images["path"]), settings)
     readable = readable_mask(list(images["path"]), skipped)
