@@ -43,10 +43,10 @@ def class_file(results: Path, kind: str, group: str, class_id: str) -> Path:
 
 
 def grid_rows(n_img: int, P: int):
-    """``rsvc.compare.RowSet`` of ``n_img`` images ``img00, img01, ...`` with ``P`` patches each, in grid order."""
+    """``rsvc.sampling.RowSet`` of ``n_img`` images ``img00, img01, ...`` with ``P`` patches each, in grid order."""
     import numpy as np
 
-    from rsvc.compare import RowSet
+    from rsvc.sampling import RowSet
 
     return RowSet(
         np.array([f"img{i:02d}" for i in range(n_img)], dtype=object),

@@ -10,18 +10,16 @@ import torch
 import torchvision.transforms.functional as TF
 from test_images import make_odd_folder
 
-from rsvc.activations import (
-    ExtractionSettings,
-    _spatial_mean,
-    extract_to_h5,
-    predict_images,
-    readable_mask,
-)
+from rsvc._features import spatial_mean
+from rsvc.activations import extract_to_h5
 from rsvc.formats import read_class_activations
 from rsvc.formats import read_skipped_images as read_skipped
 from rsvc.images import canonical_image, load_rgb
-from rsvc.models import ModelSpec, create_model, model_data_config
+from rsvc.models import create_model, model_data_config
 from rsvc.patches import patch_boxes
+from rsvc.predictions import predict_images, readable_mask
+from rsvc.settings import ExtractionSettings
+from rsvc.specs import ModelSpec
 
 S, P = 64, 32  # canonical image, patch: a 2 x 2 grid (stride 25)
 RESNET = ModelSpec(
@@ -213,7 +211,7 @@ def test_spatial_mean_accumulates_in_float32(channels_last, dtype):
     x = torch.rand(3, 5, 23, 29, generator=torch.Generator().manual_seed(0)).to(dtype)  # 667 pixels: 3 chunks
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    got = _spatial_mean(x, rows=256)
+    got = spatial_mean(x, rows=256)
     assert got.dtype == torch.float32 and got.shape == (3, 5)
     np.testing.assert_allclose(got.numpy(), x.double().mean((2, 3)).numpy(), rtol=1e-6)
 
@@ -276,12 +274,13 @@ def _per_layer_reference(model, layers, x):
 
 @pytest.mark.parametrize("pin", [False, True])  # pin=True without CUDA: the guard keeps it an ordinary copy
 def test_single_transfer_equals_per_layer_copies(resnet, pin):
-    from rsvc.activations import HostTransfer, _HookedForward
+    from rsvc._features import HookedForward
+    from rsvc._transfer import HostTransfer
 
     layers = ["act1", "layer1.0.act2", "layer3.1.act1", "layer4.1.act2", "pre_logits"]
     x = torch.randn(6, 3, 40, 40, generator=torch.Generator().manual_seed(0))
     want, _ = _per_layer_reference(resnet, layers, x)
-    forward = _HookedForward(resnet, layers, "cls")
+    forward = HookedForward(resnet, layers, "cls")
     try:
         with torch.inference_mode():
             out = forward(x)
@@ -315,9 +314,9 @@ def test_extraction_loop_equals_per_layer_reference(tmp_path, resnet, images):
     assert stats["patches"] == 4 * len(images) and stats["seconds"] > 0 and stats["loop_end"] >= stats["loop_start"]
     got = read_all(tmp_path / "rn.h5")
     settings = ExtractionSettings(image_size=S, patch_size=P, num_workers=0, fold_batchnorm=True)
-    from rsvc.activations import _prepare_model
+    from rsvc._manipulate import prepare_model
 
-    folded, _ = _prepare_model(resnet, torch.device("cpu"), settings, keep=layers)
+    folded, _ = prepare_model(resnet, torch.device("cpu"), settings, keep=layers)
     want, _ = _per_layer_reference(folded, layers, oracle_inputs(resnet, images))
     for n in layers:
         np.testing.assert_allclose(got[n], want[n], rtol=1e-6, atol=1e-7, err_msg=n)

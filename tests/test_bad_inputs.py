@@ -10,9 +10,12 @@ import pytest
 import torch
 from bad_images import write_bad_images, write_ignored_files
 
-from rsvc.activations import ExtractionSettings, extract_to_h5, predict_images, readable_mask
+from rsvc.activations import extract_to_h5
 from rsvc.images import ImageLoadError, list_image_files, load_rgb
-from rsvc.models import ModelSpec, create_model
+from rsvc.models import create_model
+from rsvc.predictions import predict_images, readable_mask
+from rsvc.settings import ExtractionSettings
+from rsvc.specs import ModelSpec
 
 
 def test_bad_image_helper_matches_the_loader(tmp_path):

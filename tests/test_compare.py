@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from conftest import grid_rows
 
-from rsvc.compare import RowSet, compare_class, gather_rows, take_rows, union_images
+from rsvc.compare import compare_class
 from rsvc.factorization import factorize
+from rsvc.sampling import RowSet, gather_rows, take_rows, union_images
 
 
 def _acts(rng, n, dims, rank=4):

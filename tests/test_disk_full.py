@@ -60,8 +60,10 @@ WRITER = textwrap.dedent(
     import PIL.Image
     import torch
 
-    from rsvc.activations import ExtractionSettings, extract_to_h5
-    from rsvc.models import ModelSpec, create_model
+    from rsvc.activations import extract_to_h5
+    from rsvc.settings import ExtractionSettings
+    from rsvc.models import create_model
+    from rsvc.specs import ModelSpec
     from rsvc.runtime import setup_logging
 
     out, log, images = sys.argv[1:4]

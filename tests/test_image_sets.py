@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from rsvc.formats import read_image_set_counts, read_image_sets, read_predictions, write_image_sets, write_predictions
-from rsvc.jobs import image_sets_job
+from rsvc.image_sets import image_sets_job
 
 
 def _predictions(rng: np.random.Generator, classes: list[str], per_class: int) -> pd.DataFrame:
@@ -125,7 +125,7 @@ def test_shared_set_is_a_seeded_sample_of_the_union_of_the_full_predicted_sets(t
     although each model's activation file holds only its concept sample and its shared_images lowest of
     the shared ranking; the concept images are the concept_images lowest of the concept ranking of the
     model's full set. Oracle: the ranks recomputed with hashlib."""
-    from rsvc.compare import SHARED_STREAM, lowest_ranked, union_images
+    from rsvc.sampling import SHARED_STREAM, lowest_ranked, union_images
 
     full = {"a": {f"img{i:03d}" for i in range(0, 40)}, "b": {f"img{i:03d}" for i in range(30, 60)}}
     table = _predicted_table(full, 70)
@@ -152,7 +152,7 @@ def test_concept_images_overlap_the_shared_set_as_independent_draws_do():
     image (an image of the union) is in the shared set with probability shared_images / |union|, so the
     expected share is that ratio (0.4 here). Measured over 400 seeds; one ranking for both samples (the
     old behaviour) gives a share of 1.0 (the concept sample nested in the shared set)."""
-    from rsvc.compare import lowest_ranked, union_images
+    from rsvc.sampling import lowest_ranked, union_images
 
     full = {"a": {f"img{i:03d}" for i in range(0, 30)}, "b": {f"img{i:03d}" for i in range(20, 50)}}
     concept_images, shared_images = 10, 20

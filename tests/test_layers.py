@@ -14,9 +14,10 @@ import timm
 import torch
 from torch import nn
 
-from rsvc.activations import _HookedForward, _prepare_model
+from rsvc._features import HookedForward
+from rsvc._manipulate import prepare_model
 from rsvc.layers import LayerSelectionError, resolve_layers
-from rsvc.specs import ExtractionSettings
+from rsvc.settings import ExtractionSettings
 
 
 def _meta(name: str, **kwargs) -> nn.Module:
@@ -100,14 +101,14 @@ def test_efficientnet_activations_are_hooked_after_batchnorm_folding():
             m.running_var.uniform_(0.5, 2.0)
     layers = resolve_layers(model, "auto")
     x = torch.rand(2, 3, 64, 64)
-    plain = _HookedForward(model, layers, "cls")
+    plain = HookedForward(model, layers, "cls")
     with torch.inference_mode():
         expected = {k: v.clone() for k, v in plain(x).items()}
     plain.remove()
     settings = ExtractionSettings(image_size=64, patch_size=32, channels_last=False)
-    folded, n_folded = _prepare_model(model, torch.device("cpu"), settings)
+    folded, n_folded = prepare_model(model, torch.device("cpu"), settings)
     assert n_folded > 30
-    hooked = _HookedForward(folded, layers, "cls")
+    hooked = HookedForward(folded, layers, "cls")
     with torch.inference_mode():
         got = hooked(x)
     hooked.remove()

@@ -12,15 +12,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from rsvc._manipulate import fold_batchnorm
 from rsvc.layers import block_layer_names, relu_layer_names, resolve_layers
-from rsvc.models import (
-    ModelSpec,
-    create_model,
-    fold_batchnorm,
-    head_parameters,
-    load_state_dict_safely,
-    model_data_config,
-)
+from rsvc.models import create_model, head_parameters, load_state_dict_safely, model_data_config
+from rsvc.specs import ModelSpec
 
 RESNET = ModelSpec(
     "r",

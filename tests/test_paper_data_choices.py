@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from conftest import grid_rows
 
-from rsvc.compare import RowSet, compare_class
+from rsvc.compare import compare_class, compare_job
 from rsvc.factorization import factorize
 from rsvc.formats import read_compare_metrics, read_compare_status, read_concepts, read_head, write_compare
-from rsvc.jobs import compare_job
+from rsvc.sampling import RowSet
 from rsvc.tables import CONCEPT_COLUMNS
 
 HELDOUT_SCORES = ("cmcs_pearson", "cmcs_spearman", "smcs_pearson", "smcs_spearman", "l2", "kl", "match_acc")
@@ -136,8 +136,8 @@ def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
     """Model a predicts class c0 for 2 pool images, model b for 40: the union (42) passes min_images=5,
     the class is compared, and the note, the compare status and the run summary say that a's own
     concept set is small. With min_images=50 the union is too small and the class is skipped."""
+    from rsvc.concepts import concepts_job
     from rsvc.formats import write_concepts, write_head
-    from rsvc.jobs import concepts_job
     from rsvc.summary import run_status
 
     own = {"a": [f"pool/a{i}" for i in range(2)], "b": [f"pool/b{i:02d}" for i in range(40)]}
@@ -179,8 +179,7 @@ def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
     assert row["status"].tolist() == ["partial"] and "a's own concept set is small" in row["reason"].iloc[0]
 
     # importance.images: shared: concept IG over the shared set's coefficients, not the own images
-    from rsvc.importance import concept_importance, concept_integrated_gradients
-    from rsvc.jobs import importance_job
+    from rsvc.importance import concept_importance, concept_integrated_gradients, importance_job
 
     shared, _ = compare_job(
         ("a", "b"),

@@ -35,8 +35,9 @@ from conftest import run_tiny
 from scipy.optimize import linear_sum_assignment
 from test_workflow import dry_run_jobs
 
+from rsvc.compare import compare_job
+from rsvc.concepts import concepts_job
 from rsvc.formats import Skipped, read_attrs, read_concepts, read_layerwise, write_concepts
-from rsvc.jobs import compare_job, concepts_job
 from rsvc.tables import nan_mean
 
 pytestmark = pytest.mark.workflow

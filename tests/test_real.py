@@ -83,9 +83,10 @@ def test_default_predictions_equal_timm_on_imagenet_samples(checkpoints, lite):
     float rounding (a bound, not one machine's outcome); top-1 equal within one image."""
     import pandas as pd
 
-    from rsvc.jobs import predictions_job
     from rsvc.models import create_model
-    from rsvc.specs import ExtractionSettings, ModelSpec, prediction_numeric_params
+    from rsvc.predictions import predictions_job
+    from rsvc.settings import ExtractionSettings, prediction_numeric_params
+    from rsvc.specs import ModelSpec
 
     schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
     dataset_defaults = {k: v.get("default") for k, v in schema["properties"]["dataset"]["properties"].items()}

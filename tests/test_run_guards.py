@@ -25,7 +25,8 @@ from rsvc.formats import (
     read_image_sets,
     read_layerwise,
 )
-from rsvc.models import ModelSpec, create_model
+from rsvc.models import create_model
+from rsvc.specs import ModelSpec
 
 
 @pytest.mark.workflow

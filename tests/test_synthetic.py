@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 
-from rsvc.models import ModelSpec
+from rsvc.specs import ModelSpec
 from rsvc.synthetic import MAGENTA, make_dataset, square_probability
 from rsvc.training import (
     has_square,

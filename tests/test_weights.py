@@ -14,7 +14,8 @@ import yaml
 from conftest import REPO, run_snakemake, write_config
 from imagenet_tree import imagenet_wnids, make_imagenet_tree
 
-from rsvc.models import ModelSpec, create_model
+from rsvc.models import create_model
+from rsvc.specs import ModelSpec
 from rsvc.weights import MissingWeightsError, cached_weights_file, weights_source
 
 RN18 = "resnet18.a2_in1k"
