@@ -39,12 +39,12 @@ def test_self_comparison_gives_unit_mmcs_diagonal():
         folds=3,
     )
     for method in ("pearson", "spearman"):
-        diag = np.diagonal(out[f"mmcs/{method}"])
+        diag = np.diagonal(out.mmcs[method])
         np.testing.assert_allclose(diag, 1.0, atol=1e-6)
     # identical models: cross-model and same-model regressions coincide
-    np.testing.assert_allclose(out["regression/b->a/pearson"], out["regression/a->a/pearson"], atol=1e-10)
-    np.testing.assert_allclose(out["replacement/b->a/l2"], 0.0, atol=1e-10)
-    np.testing.assert_allclose(out["replacement/b->a/match_acc"], 1.0)
+    np.testing.assert_allclose(out.regression["b->a"]["pearson"], out.regression["a->a"]["pearson"], atol=1e-10)
+    np.testing.assert_allclose(out.replacement["b->a"]["l2"], 0.0, atol=1e-10)
+    np.testing.assert_allclose(out.replacement["b->a"]["match_acc"], 1.0)
 
 
 def test_gather_rows_takes_each_image_once_in_order():

@@ -8,6 +8,7 @@ import pytest
 
 from rsvc.formats import read_image_set_counts, read_image_sets, read_predictions, write_image_sets, write_predictions
 from rsvc.image_sets import image_sets_job
+from rsvc.settings import ImageSetSettings
 
 
 def _predictions(rng: np.random.Generator, classes: list[str], per_class: int) -> pd.DataFrame:
@@ -31,7 +32,11 @@ def test_labels_mode_takes_every_image_of_the_folder_up_to_the_cap(tmp_path, cap
     sets = {}
     for model in ("a", "b"):
         s, counts = image_sets_job(
-            table, classes, by="labels", max_images=cap, min_images=3, seed=0, model=model, split="train"
+            table,
+            classes,
+            ImageSetSettings(by="labels", max_images=cap, min_images=3, seed=0),
+            model=model,
+            split="train",
         )
         write_image_sets(tmp_path / f"{model}.tsv", tmp_path / f"{model}.counts.tsv", s, counts)
         sets[model] = read_image_sets(tmp_path / f"{model}.tsv")
@@ -49,13 +54,17 @@ def test_predicted_mode_takes_the_images_predicted_as_the_class():
     classes = ["n01", "n02", "n03"]
     preds = _predictions(np.random.default_rng(1), classes, per_class=30)
     s, counts = image_sets_job(
-        preds, classes, by="predicted", max_images=1000, min_images=1, seed=0, model="a", split="train"
+        preds,
+        classes,
+        ImageSetSettings(by="predicted", max_images=1000, min_images=1, seed=0),
+        model="a",
+        split="train",
     )
     for c in classes:
         want = preds[(preds["pred_class"] == c) & (preds["status"] == "ok")]["image_id"]
         assert sorted(s.loc[s["class_id"] == c, "image_id"]) == sorted(want)
     labelled, _ = image_sets_job(
-        preds, classes, by="labels", max_images=1000, min_images=1, seed=0, model="a", split="train"
+        preds, classes, ImageSetSettings(by="labels", max_images=1000, min_images=1, seed=0), model="a", split="train"
     )
     assert not labelled.equals(s), "the weak model's predictions differ from the labels"
 
@@ -64,12 +73,18 @@ def test_a_class_below_min_images_is_skipped_with_the_count():
     classes = ["n01", "n02"]
     preds = _predictions(np.random.default_rng(2), classes, per_class=4)
     _, counts = image_sets_job(
-        preds, classes, by="labels", max_images=10, min_images=4, seed=0, model="a", split="train"
+        preds, classes, ImageSetSettings(by="labels", max_images=10, min_images=4, seed=0), model="a", split="train"
     )
     row = counts.set_index("class_id").loc["n02"]  # one of its 4 images is unreadable
     assert row["status"] == "skipped" and "3 < concepts.min_images_per_model=4" in row["reason"]
     with pytest.raises(ValueError, match="dataset.image_sets"):
-        image_sets_job(preds, classes, by="folders", max_images=10, min_images=1, seed=0, model="a", split="train")
+        image_sets_job(
+            preds,
+            classes,
+            ImageSetSettings(by="folders", max_images=10, min_images=1, seed=0),
+            model="a",
+            split="train",
+        )
 
 
 def _predicted_table(full: dict[str, set[str]], n_images: int) -> pd.DataFrame:
@@ -92,11 +107,9 @@ def _sampled_sets(table, full, concept_images, shared_images, seed, tmp_path=Non
         s, counts = image_sets_job(
             table[table["model"] == model].drop(columns="model"),
             ["c"],
-            by="predicted",
-            max_images=concept_images,
-            shared_images=shared_images,
-            min_images=1,
-            seed=seed,
+            ImageSetSettings(
+                by="predicted", max_images=concept_images, shared_images=shared_images, min_images=1, seed=seed
+            ),
             model=model,
             split="train",
         )

@@ -3,6 +3,7 @@ give NaN, which aggregation ignores and counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -34,19 +35,17 @@ def test_degenerate_layers_and_concepts_give_nan_that_aggregation_ignores_and_co
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # NaN must be produced on purpose, not by 0/0
             out = compare_class(("a", "b"), pool, rows, held, held_rows, W, heads, folds=3)
-        classes[cid] = out
-        for m in "ab":
-            out[f"rel_error/{m}"] = np.zeros(2)
+        classes[cid] = out = dataclasses.replace(out, rel_error={m: np.zeros(2) for m in "ab"})
         for method in ("pearson", "spearman"):
-            mm = out[f"mmcs/{method}"]
+            mm = out.mmcs[method]
             assert np.isnan(mm[0]).all() == zero and np.isfinite(mm[1]).all()
-            assert np.isfinite(out[f"mcs/b->a/{method}"]).all()
+            assert np.isfinite(out.mcs[("b->a", method)]).all()
             # b's concepts are constant on the held-out rows, and b's predictions of a's concepts too
             for way in ("a->b", "b->b", "b->a"):
-                assert np.isnan(out[f"regression/{way}/{method}"]).all(), way
-            assert np.isfinite(out[f"regression/a->a/{method}"]).all()
-        np.testing.assert_array_equal(out["heldout/U/b"], 0.0)
-        assert np.isfinite(out["regression/a->b/cv_pearson"]).all()  # the pool rows of b do vary
+                assert np.isnan(out.regression[way][method]).all(), way
+            assert np.isfinite(out.regression["a->a"][method]).all()
+        np.testing.assert_array_equal(out.heldout_U["b"], 0.0)
+        assert np.isfinite(out.regression["a->b"]["cv_pearson"]).all()  # the pool rows of b do vary
 
     files = []
     for cid, out in classes.items():
@@ -57,7 +56,7 @@ def test_degenerate_layers_and_concepts_give_nan_that_aggregation_ignores_and_co
     files.append(tmp_path / "c_skipped.h5")
     for method in ("pearson", "spearman"):
         mean, count, la, lb = layerwise_mean(files, method)
-        stack = np.stack([classes[c][f"mmcs/{method}"] for c in classes])
+        stack = np.stack([classes[c].mmcs[method] for c in classes])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             np.testing.assert_allclose(mean, np.nanmean(stack, axis=0), atol=1e-12)
@@ -129,4 +128,4 @@ def test_concept_absent_from_every_patch_gives_nan_similarity():
     held = {m: pool[m]["pre_logits"][: 6 * P] for m in "ab"}
     heads = {m: (rng.normal(size=(4, d)), rng.normal(size=4)) for m in "ab"}
     out = compare_class(("a", "b"), pool, rows, held, held_rows, W, heads, folds=3)
-    assert np.isnan(out["mcs/a->b/pearson"][2]) and np.isnan(out["regression/a->b/pearson"][2])
+    assert np.isnan(out.mcs[("a->b", "pearson")][2]) and np.isnan(out.regression["a->b"]["pearson"][2])

@@ -4,6 +4,7 @@ concepts.min_images, and importance.images: shared (concept IG on the pair's sha
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from rsvc.compare import compare_class, compare_job
 from rsvc.factorization import factorize
 from rsvc.formats import read_compare_metrics, read_compare_status, read_concepts, read_head, write_compare
 from rsvc.sampling import RowSet
+from rsvc.settings import CompareSettings, ConceptSettings, ImportanceSettings, UncertaintySettings, with_defaults
 from rsvc.tables import CONCEPT_COLUMNS
 
 HELDOUT_SCORES = ("cmcs_pearson", "cmcs_spearman", "smcs_pearson", "smcs_spearman", "l2", "kl", "match_acc")
@@ -24,12 +26,18 @@ POOL_SCORES = ("mcs_pearson", "mcs_spearman", "cv_cmcs_pearson")
 def _job(workdir: Path, cfg: dict, class_id: str, min_heldout_images: int):
     out = workdir / cfg["outdir"]
     a, b = "ps", "nc"
-    splits = {"pool": cfg["dataset"]["pool_split"], "heldout": cfg["dataset"]["heldout_split"]}
+    # the workflow's settings, without the permutation nulls and with the given held-out minimum
+    settings = dataclasses.replace(
+        CompareSettings.from_config(with_defaults(cfg)),
+        min_heldout_images=min_heldout_images,
+        uncertainty=UncertaintySettings(),
+        importance=None,
+    )
     acts = {
         (m, o, s): next(iter(sorted((out / f"activations/{m}/on_{o}/{s}").glob("shard*.h5"))))
         for m in (a, b)
         for o in (a, b)
-        for s in splits.values()
+        for s in (settings.pool_split, settings.heldout_split)
     }
     return compare_job(
         (a, b),
@@ -37,14 +45,7 @@ def _job(workdir: Path, cfg: dict, class_id: str, min_heldout_images: int):
         acts,
         concepts={m: out / f"concepts/{m}/{class_id}.h5" for m in (a, b)},
         heads={m: out / f"heads/{m}.h5" for m in (a, b)},
-        splits=splits,
-        shared_images=cfg["concepts"]["shared_images"],
-        min_images=cfg["concepts"]["min_images"],
-        min_heldout_images=min_heldout_images,
-        regression=cfg["regression"],
-        replacement=cfg["replacement"],
-        gallery_n=cfg["gallery"]["n"],
-        seed=cfg["seed"],
+        settings=settings,
     )
 
 
@@ -75,9 +76,9 @@ def test_too_few_heldout_images_give_nan_with_the_reason(tiny_run, tmp_path):
             assert np.isfinite(m_full["directions"][d][name]).any(), (d, name)
         for name in POOL_SCORES:  # measured on the shared patches: unchanged
             np.testing.assert_array_equal(scores[name], m_full["directions"][d][name])
-    np.testing.assert_array_equal(masked["mmcs/pearson"], full["mmcs/pearson"])
+    np.testing.assert_array_equal(masked.mmcs["pearson"], full.mmcs["pearson"])
     for d in ("nc->ps", "ps->nc"):
-        assert (masked[f"views/{d}"] == -1).all() and (full[f"views/{d}"] >= 0).any()
+        assert (masked.views[d] == -1).all() and (full.views[d] >= 0).any()
     assert "note" in CONCEPT_COLUMNS
 
 
@@ -102,10 +103,10 @@ def test_empty_heldout_set_is_compared_on_the_pool():
     with pytest.raises(ValueError, match="heldout_reason"):
         compare_class(("a", "b"), {"a": pool, "b": pool_b}, rows, none, empty, **kwargs)
     out = compare_class(("a", "b"), {"a": pool, "b": pool_b}, rows, none, empty, heldout_reason="0 held-out", **kwargs)
-    np.testing.assert_array_equal(out["mmcs/pearson"], ref["mmcs/pearson"])
-    np.testing.assert_array_equal(out["mcs/b->a/pearson"], ref["mcs/b->a/pearson"])
-    assert np.isnan(out["regression/b->a/pearson"]).all() and np.isnan(out["replacement/a->b/kl"]).all()
-    assert out["heldout/U/a"].shape == (0, 3) and len(out["heldout/image_ids"]) == 0
+    np.testing.assert_array_equal(out.mmcs["pearson"], ref.mmcs["pearson"])
+    np.testing.assert_array_equal(out.mcs[("b->a", "pearson")], ref.mcs[("b->a", "pearson")])
+    assert np.isnan(out.regression["b->a"]["pearson"]).all() and np.isnan(out.replacement["a->b"]["kl"]).all()
+    assert out.heldout_U["a"].shape == (0, 3) and len(out.heldout_rows.image_ids) == 0
 
 
 # ----------------------------------------------------------------------------- union rule
@@ -153,25 +154,38 @@ def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
     for m in ("a", "b"):
         concepts[m] = tmp_path / f"concepts_{m}.h5"
         result = concepts_job(
-            acts[(m, m, "train")], "c0", k=3, min_images=1, max_iter=200, tol=1e-6, decomposition="nmf", seed=0
+            acts[(m, m, "train")],
+            "c0",
+            ConceptSettings(k=3, min_images=1, max_iter=200, tol=1e-6, decomposition="nmf", seed=0),
         )
         write_concepts(concepts[m], result, {"model": m, "class_id": "c0"})
         heads[m] = tmp_path / f"head_{m}.h5"
         write_head(heads[m], rng.normal(size=(3, 12)), rng.normal(size=3), {"model": m})
-    settings = dict(
-        splits={"pool": "train", "heldout": "val"},
+    settings = CompareSettings(
+        pool_split="train",
+        heldout_split="val",
         shared_images=None,
+        min_images=5,
         min_heldout_images=10,
-        regression={"alpha": 0.1, "folds": 2, "tol": 1e-4, "max_iter": 1000},
-        replacement={"mix": 1.0},
-        gallery_n=3,
+        alpha=0.1,
+        folds=2,
+        tol=1e-4,
+        max_iter=1000,
+        mix=1.0,
+        n_views=3,
         seed=0,
     )
-    data, attrs = compare_job(("a", "b"), "c0", acts, concepts, heads, min_images=5, **settings)
+
+    def job(acts=acts, concepts=concepts, min_images=5, **kwargs):
+        return compare_job(
+            ("a", "b"), "c0", acts, concepts, heads, dataclasses.replace(settings, min_images=min_images), **kwargs
+        )
+
+    data, attrs = job()
     assert attrs["n_union_images"] == 42 and attrs["n_shared_images"] == 42
     assert "a's own concept set is small: 2 images < concepts.min_images=5" in attrs["note"]
     assert "b's own" not in attrs["note"]
-    assert np.isfinite(data["mcs/b->a/pearson"]).all() and np.isfinite(data["regression/a->b/pearson"]).all()
+    assert np.isfinite(data.mcs[("b->a", "pearson")]).all() and np.isfinite(data.regression["a->b"]["pearson"]).all()
     path = tmp_path / "compare.h5"
     write_compare(path, data, {"pair": "a-vs-b", "models": '["a", "b"]', "class_id": "c0", **attrs})
     status, _ = run_status(pd.DataFrame({"pair": ["a-vs-b"], "class_id": ["c0"]}), ["a-vs-b"], [], [path], [], [], [])
@@ -187,37 +201,35 @@ def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
         acts,
         concepts,
         heads,
-        min_images=5,
-        importance={"target": "probability", "steps": 8},
+        dataclasses.replace(settings, importance=ImportanceSettings(target="probability", steps=8)),
         class_index=1,
-        **settings,
     )
     for m in ("a", "b"):
-        U = shared[f"pool/U_pre_logits/{m}"]
+        U = shared.pool_U_pre_logits[m]
         assert U.shape[0] == 42 * N_GRID
         W = read_concepts(concepts[m]).W["pre_logits"]
         weight, bias = read_head(heads[m])
         want = concept_importance(concept_integrated_gradients(U, W, weight, bias, 1, target="probability", steps=8))
-        np.testing.assert_allclose(shared[f"importance/{m}"], want, rtol=1e-12)
-        own, _ = importance_job(concepts[m], heads[m], 1, target="probability", steps=8)
+        np.testing.assert_allclose(shared.importance[m], want, rtol=1e-12)
+        own, _ = importance_job(concepts[m], heads[m], 1, ImportanceSettings(target="probability", steps=8))
         assert not np.allclose(own, want)
-    assert "importance/a" not in data  # importance.images: own
+    assert not data.importance  # importance.images: own
     path = tmp_path / "shared.h5"
     write_compare(path, shared, {"pair": "a-vs-b", "models": '["a", "b"]', "class_id": "c0", **attrs})
-    np.testing.assert_array_equal(read_compare_metrics(path)["importance"]["b"], shared["importance/b"])
+    np.testing.assert_array_equal(read_compare_metrics(path)["importance"]["b"], shared.importance["b"])
 
     # 4 held-out images (< concepts.min_heldout_images = 10): compared, held-out numbers NaN with the reason
     few = dict(acts)
     for m in ("a", "b"):
         few[(m, "b", "val")] = tmp_path / f"{m}_on_b_val4.h5"
         _activation_file(few[(m, "b", "val")], m, held["b"][:4], seed=10 * "ab".index(m) + 1)
-    four, four_attrs = compare_job(("a", "b"), "c0", few, concepts, heads, min_images=5, **settings)
+    four, four_attrs = job(acts=few)
     assert four_attrs["n_heldout_images"] == 4
     assert "4 held-out images (split val) < concepts.min_heldout_images=10" in four_attrs["note"]
-    assert np.isnan(four["regression/a->b/pearson"]).all() and np.isnan(four["replacement/b->a/l2"]).all()
-    np.testing.assert_array_equal(four["mcs/a->b/pearson"], data["mcs/a->b/pearson"])
+    assert np.isnan(four.regression["a->b"]["pearson"]).all() and np.isnan(four.replacement["b->a"]["l2"]).all()
+    np.testing.assert_array_equal(four.mcs[("a->b", "pearson")], data.mcs[("a->b", "pearson")])
 
-    skipped, _ = compare_job(("a", "b"), "c0", acts, concepts, heads, min_images=50, **settings)
+    skipped, _ = job(min_images=50)
     assert "42 images in the union of both models' pool sets < concepts.min_images=50" in skipped.reason
 
     # n_union_images counts the union of the FULL predicted sets (the files hold only samples of them):
@@ -229,13 +241,9 @@ def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
     n_full = len(set(predicted["a"]) | set(predicted["b"]))
     assert n_full == 42 + 3 + 19
     for min_images in (5, n_full):  # 50 > the 42 stored, <= the full union: compared
-        _, full_attrs = compare_job(
-            ("a", "b"), "c0", acts, concepts, heads, min_images=min_images, predicted=predicted, **settings
-        )
+        _, full_attrs = job(min_images=min_images, predicted=predicted)
         assert full_attrs["n_union_images"] == n_full and full_attrs["n_shared_images"] == 42
-    over, _ = compare_job(
-        ("a", "b"), "c0", acts, concepts, heads, min_images=n_full + 1, predicted=predicted, **settings
-    )
+    over, _ = job(min_images=n_full + 1, predicted=predicted)
     assert f"{n_full} images in the union of both models' pool sets < concepts.min_images={n_full + 1}" in over.reason
 
     # concepts.k above a's patches (2 images): a's concepts of the class are skipped with the reason, and so
@@ -243,16 +251,9 @@ def test_a_class_one_model_rarely_predicts_is_compared_by_the_union(tmp_path):
     few_patches = concepts_job(
         acts[("a", "a", "train")],
         "c0",
-        k=2 * N_GRID + 1,
-        min_images=1,
-        max_iter=50,
-        tol=1e-6,
-        decomposition="nmf",
-        seed=0,
+        ConceptSettings(k=2 * N_GRID + 1, min_images=1, max_iter=50, tol=1e-6, decomposition="nmf", seed=0),
     )
     assert f"{2 * N_GRID} patches (2 images) < concepts.k={2 * N_GRID + 1}" in few_patches.reason
     write_concepts(tmp_path / "concepts_a_big_k.h5", few_patches, {"model": "a", "class_id": "c0"})
-    pair_skip, _ = compare_job(
-        ("a", "b"), "c0", acts, {**concepts, "a": tmp_path / "concepts_a_big_k.h5"}, heads, min_images=5, **settings
-    )
+    pair_skip, _ = job(concepts={**concepts, "a": tmp_path / "concepts_a_big_k.h5"})
     assert "concepts.k" in pair_skip.reason and pair_skip.reason.startswith("a: ")

@@ -25,6 +25,7 @@ bounds catch it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from test_workflow import dry_run_jobs
 from rsvc.compare import compare_job
 from rsvc.concepts import concepts_job
 from rsvc.formats import Skipped, read_attrs, read_concepts, read_layerwise, write_concepts
+from rsvc.settings import CompareSettings, ConceptSettings, UncertaintySettings, with_defaults
 from rsvc.tables import nan_mean
 
 pytestmark = pytest.mark.workflow
@@ -75,17 +77,9 @@ def _activation_errors(fp32: Path, other: Path) -> dict[tuple[str, str, str], fl
     return errors
 
 
-def _compare_settings(cfg: dict) -> dict:
-    return dict(
-        splits={"pool": cfg["dataset"]["pool_split"], "heldout": cfg["dataset"]["heldout_split"]},
-        shared_images=cfg["concepts"]["shared_images"],
-        min_images=cfg["concepts"]["min_images"],
-        min_heldout_images=cfg["concepts"]["min_heldout_images"],
-        regression=cfg["regression"],
-        replacement=cfg["replacement"],
-        gallery_n=cfg["gallery"]["n"],
-        seed=cfg["seed"],
-    )
+def _compare_settings(cfg: dict) -> CompareSettings:
+    """The workflow's compare settings of ``cfg``, without the permutation nulls (not compared here)."""
+    return dataclasses.replace(CompareSettings.from_config(with_defaults(cfg)), uncertainty=UncertaintySettings())
 
 
 def _shard_file(out: Path, model: str, owner: str, split: str, class_id: str) -> Path:
@@ -104,7 +98,7 @@ def _recompare(cfg: dict, acts_out: Path, concepts_dir: Path) -> dict[str, dict]
             (m, o, s): _shard_file(acts_out, m, o, s, class_id)
             for m in models
             for o in models
-            for s in settings["splits"].values()
+            for s in (settings.pool_split, settings.heldout_split)
         }
         data, _ = compare_job(
             models,
@@ -112,7 +106,7 @@ def _recompare(cfg: dict, acts_out: Path, concepts_dir: Path) -> dict[str, dict]
             acts,
             concepts={m: concepts_dir / m / f"{class_id}.h5" for m in models},
             heads={m: acts_out / f"heads/{m}.h5" for m in models},
-            **settings,
+            settings=settings,
         )
         if not isinstance(data, Skipped):
             results[class_id] = data
@@ -121,7 +115,7 @@ def _recompare(cfg: dict, acts_out: Path, concepts_dir: Path) -> dict[str, dict]
 
 def _layerwise(results: dict[str, dict], kind: str) -> np.ndarray:
     """Mean over classes of the per-class MMCS matrices (NaN ignored), as the aggregate rule computes it."""
-    return nan_mean([r[f"mmcs/{kind}"] for r in results.values()])[0]
+    return nan_mean([r.mmcs[kind] for r in results.values()])[0]
 
 
 def _directions(results: dict[str, dict]) -> list[str]:
@@ -143,7 +137,7 @@ def fixed_w_differences(cfg: dict, fp32: Path, other: Path) -> dict[str, float]:
     cmcs, mismatch = [], 0
     for cid in ref:
         for d in _directions(ref):
-            x, y = ref[cid][f"regression/{d}/pearson"], new[cid][f"regression/{d}/pearson"]
+            x, y = ref[cid].regression[d]["pearson"], new[cid].regression[d]["pearson"]
             # a concept constant on the held-out patches has no correlation (NaN)
             both = np.isfinite(x) & np.isfinite(y)
             mismatch += int((np.isfinite(x) != np.isfinite(y)).sum())
@@ -266,7 +260,7 @@ def _cmcs_by_identity(ref: dict[str, dict], new: dict[str, dict], ref_w: Path, n
             w_new = read_concepts(new_w / target / f"{cid}.h5").W["pre_logits"]
             cos = _unit_rows(w_new) @ _unit_rows(w_ref).T
             rows, cols = linear_sum_assignment(-cos)
-            x, y = ref[cid][f"regression/{d}/pearson"], new[cid][f"regression/{d}/pearson"]
+            x, y = ref[cid].regression[d]["pearson"], new[cid].regression[d]["pearson"]
             for i, j in zip(rows, cols):
                 total += 1
                 if cos[i, j] < 0.99:
@@ -279,22 +273,16 @@ def _cmcs_by_identity(ref: dict[str, dict], new: dict[str, dict], ref_w: Path, n
 def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int, init: str = "nndsvd") -> None:
     """The float32 run's concepts refitted with another seed (same activations, same settings);
     ``init="random"``: from a random start, as ``concepts.restarts`` refits (the restart noise floor)."""
-    c = cfg["concepts"]
     models = PAIR.split("-vs-")
     for m in models:
+        # the workflow's settings of the model's concepts, with another seed and start
+        settings = dataclasses.replace(ConceptSettings.from_config(with_defaults(cfg), m), seed=seed, init=init)
         for cid in cfg["dataset"]["classes"]:
             result = concepts_job(
                 _shard_file(out, m, m, cfg["dataset"]["pool_split"], cid),
                 cid,
-                k=c["k"],
-                min_images=c["min_images"],
-                concept_images=c["concept_images"],
+                settings,
                 sample_seed=cfg["seed"],  # the workflow's concept images, whatever the NMF seed
-                max_iter=c["max_iter"],
-                tol=c["tol"],
-                decomposition=cfg["models"][m].get("decomposition", "auto"),
-                seed=seed,
-                init=init,
             )
             write_concepts(dest / m / f"{cid}.h5", result, {"model": m, "class_id": cid, "seed": seed})
 
