@@ -11,14 +11,13 @@ stored concepts know (factorisation errors, stability, importance on the shared 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rsvc.formats import Skipped, is_skipped, read_class_activations, read_concepts, read_head
+from rsvc.formats import ClassComparison, Skipped, is_skipped, read_class_activations, read_concepts, read_head
 from rsvc.importance import concept_importance, concept_integrated_gradients
 from rsvc.nnls import nnls_batched
 from rsvc.regression import concept_regression
@@ -29,43 +28,6 @@ from rsvc.settings import CompareSettings
 from rsvc.similarity import layerwise_correlation, mcs, mmcs
 from rsvc.specs import PRE_LOGITS, direction
 from rsvc.uncertainty import mcs_intervals, paired_pearson_interval, permutation_null_mcs, permutation_null_mmcs
-
-
-@dataclass(frozen=True)
-class ClassComparison:
-    """Every number of one class for a pair (a, b); directions are ``"src->tgt"`` (:func:`rsvc.specs.direction`).
-
-    layers: model -> layer names (ending with ``pre_logits``).
-    mmcs: method ("pearson", "spearman") -> layerwise MMCS ``(La, Lb)``; mmcs_null: its chance level (same
-    shape), when permutations were drawn.
-    mcs: (direction, method) -> MCS of each target concept ``(k,)``.
-    regression: direction -> {"pearson", "spearman", "cv_pearson": ``(k,)``, "pred": ``(m, k)``} (CMCS, SMCS).
-    replacement: direction -> {"l2", "kl", "match_acc": ``(k,)``}.
-    views: direction -> ``(k, 3, n)`` held-out rows (top real, over, under; -1 = none).
-    heldout_U / pool_U_pre_logits: model -> coefficients ``(m, k)`` / ``(n, k)``.
-    heldout_rows / pool_rows: the patches behind them (:class:`rsvc.sampling.RowSet`).
-    intervals: ("regression" | "mcs", direction) -> {"ci_low", "ci_high"[, "se_z", "df"]} ``(k,)``.
-    null: direction -> (null mean, p-value) ``(k,)`` of MCS.
-    importance: model -> concept importance ``(k,)`` on the shared set (``importance.images: shared``).
-    rel_error: model -> the factorisation's relative error per layer; stability: model -> {name: ``(k,)``}.
-    """
-
-    layers: Mapping[str, Sequence[str]]
-    mmcs: Mapping[str, np.ndarray]
-    mcs: Mapping[tuple[str, str], np.ndarray]
-    regression: Mapping[str, Mapping[str, np.ndarray]]
-    replacement: Mapping[str, Mapping[str, np.ndarray]]
-    views: Mapping[str, np.ndarray]
-    heldout_U: Mapping[str, np.ndarray]
-    pool_U_pre_logits: Mapping[str, np.ndarray]
-    heldout_rows: RowSet
-    pool_rows: RowSet
-    intervals: Mapping[tuple[str, str], Mapping[str, np.ndarray]] = field(default_factory=dict)
-    null: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    mmcs_null: Mapping[str, np.ndarray] = field(default_factory=dict)
-    importance: Mapping[str, np.ndarray] = field(default_factory=dict)
-    rel_error: Mapping[str, Sequence[float]] = field(default_factory=dict)
-    stability: Mapping[str, Mapping[str, np.ndarray] | None] = field(default_factory=dict)
 
 
 def compare_class(

@@ -14,8 +14,8 @@ any HDF5 file   (each writer above)                   :func:`read_attrs` (the pa
 head            :func:`write_head`                    :func:`read_head`
 concepts        :func:`write_concepts`                :func:`read_concepts`
 importance      :func:`write_importance`              :func:`read_importance`
-compare         :func:`write_compare`                 :func:`read_compare_metrics`, :func:`read_mmcs`,
-                                                      :func:`read_heldout`, :func:`read_concept_views`,
+compare         :func:`write_compare` (a              :func:`read_compare_metrics`, :func:`read_mmcs`,
+                :class:`ClassComparison`)             :func:`read_heldout`, :func:`read_concept_views`,
                                                       :func:`read_compare_status`
 layerwise MMCS  :func:`write_layerwise`               :func:`read_layerwise`
 concept table   :func:`rsvc.io.write_table` (CSV)     :func:`read_concept_table`
@@ -33,19 +33,18 @@ import json
 import os
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from rsvc.io import read_strings, set_attrs, write_h5, write_table
+from rsvc.sampling import RowSet
 from rsvc.specs import direction
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from rsvc.compare import ClassComparison
 
 PathLike = str | os.PathLike
 
@@ -387,8 +386,45 @@ REGRESSION_FIELDS = ("pearson", "spearman", "cv_pearson", "pred")
 REPLACEMENT_FIELDS = ("l2", "kl", "match_acc")
 
 
+@dataclass(frozen=True)
+class ClassComparison:
+    """Every number of one class for a pair (a, b); directions are ``"src->tgt"`` (:func:`rsvc.specs.direction`).
+
+    layers: model -> layer names (ending with ``pre_logits``).
+    mmcs: method ("pearson", "spearman") -> layerwise MMCS ``(La, Lb)``; mmcs_null: its chance level (same
+    shape), when permutations were drawn.
+    mcs: (direction, method) -> MCS of each target concept ``(k,)``.
+    regression: direction -> {"pearson", "spearman", "cv_pearson": ``(k,)``, "pred": ``(m, k)``} (CMCS, SMCS).
+    replacement: direction -> {"l2", "kl", "match_acc": ``(k,)``}.
+    views: direction -> ``(k, 3, n)`` held-out rows (top real, over, under; -1 = none).
+    heldout_U / pool_U_pre_logits: model -> coefficients ``(m, k)`` / ``(n, k)``.
+    heldout_rows / pool_rows: the patches behind them (:class:`rsvc.sampling.RowSet`).
+    intervals: ("regression" | "mcs", direction) -> {"ci_low", "ci_high"[, "se_z", "df"]} ``(k,)``.
+    null: direction -> (null mean, p-value) ``(k,)`` of MCS.
+    importance: model -> concept importance ``(k,)`` on the shared set (``importance.images: shared``).
+    rel_error: model -> the factorisation's relative error per layer; stability: model -> {name: ``(k,)``}.
+    """
+
+    layers: Mapping[str, Sequence[str]]
+    mmcs: Mapping[str, np.ndarray]
+    mcs: Mapping[tuple[str, str], np.ndarray]
+    regression: Mapping[str, Mapping[str, np.ndarray]]
+    replacement: Mapping[str, Mapping[str, np.ndarray]]
+    views: Mapping[str, np.ndarray]
+    heldout_U: Mapping[str, np.ndarray]
+    pool_U_pre_logits: Mapping[str, np.ndarray]
+    heldout_rows: RowSet
+    pool_rows: RowSet
+    intervals: Mapping[tuple[str, str], Mapping[str, np.ndarray]] = field(default_factory=dict)
+    null: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    mmcs_null: Mapping[str, np.ndarray] = field(default_factory=dict)
+    importance: Mapping[str, np.ndarray] = field(default_factory=dict)
+    rel_error: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    stability: Mapping[str, Mapping[str, np.ndarray] | None] = field(default_factory=dict)
+
+
 def compare_datasets(result: ClassComparison) -> dict[str, np.ndarray]:
-    """The datasets of a compare file, by name: :class:`rsvc.compare.ClassComparison` flattened (written by
+    """The datasets of a compare file, by name: :class:`ClassComparison` flattened (written by
     :func:`write_compare`).
 
     ``layers/<model>``; ``mmcs/<method>`` ``(La, Lb)``; ``mcs/<direction>/<method>`` ``(k,)``;

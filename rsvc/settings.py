@@ -176,23 +176,18 @@ class ImageSetSettings(_Params):
     by: str
     max_images: int | None
     min_images: int | None
-    shared_images: int | None
     seed: int
+    shared_images: int | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], split: str) -> ImageSetSettings:
         """The pool split holds the concept images (and skips classes with too few for a model's own
         concepts); the held-out split is capped only."""
         c, dataset = config["concepts"], config["dataset"]
+        by, seed = dataset["image_sets"], config["seed"]
         if split == dataset["pool_split"]:
-            return cls(
-                dataset["image_sets"],
-                c["concept_images"],
-                c["min_images_per_model"],
-                c["shared_images"],
-                config["seed"],
-            )
-        return cls(dataset["image_sets"], c["heldout_images"], None, None, config["seed"])
+            return cls(by, c["concept_images"], c["min_images_per_model"], seed, shared_images=c["shared_images"])
+        return cls(by, c["heldout_images"], None, seed)
 
 
 @dataclass(frozen=True)
