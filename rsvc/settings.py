@@ -126,6 +126,17 @@ class ExtractionSettings:
             raise ValueError("batch_size must be >= 1 and num_workers >= 0")
 
     @classmethod
+    def from_config(cls, config: Mapping[str, Any], model: str, *, predictions: bool = False) -> ExtractionSettings:
+        """The settings of ``model``'s activation jobs (or, with ``predictions``, its prediction jobs) as the
+        workflow builds them: the numbers from :func:`numeric_params` (:func:`prediction_numeric_params`),
+        the speed from ``config["extraction"]``."""
+        spec = config["models"][model]
+        if predictions:
+            numbers = prediction_numeric_params(config["dataset"], spec)
+            return cls.from_params(numbers, config["extraction"], batch_key="predict_batch_size")
+        return cls.from_params(numeric_params(config["dataset"], config["extraction"], spec), config["extraction"])
+
+    @classmethod
     def from_params(cls, numbers: Mapping[str, Any], speed: Mapping[str, Any], *, batch_key: str = "batch_size"):
         """Settings from a rule's ``params`` (``numbers``: what changes the stored numbers, see
         :func:`numeric_params`) and the config's ``extraction`` section (``speed``: batch size,

@@ -1,10 +1,11 @@
-"""What defines a model's numbers and how its inputs are made: plain, import-light specs.
+"""What defines a model and the names every stage shares: the model spec, ``pre_logits``, regression
+directions, the patch grid's geometry and the layer selectors.
 
 Pure Python (no numpy, no torch), so that the workflow's parse-time code, a dry run
-and ``snakemake --lint`` work where only Snakemake is installed. Each spec has one
+and ``snakemake --lint`` work where only Snakemake is installed. :class:`ModelSpec` has one
 constructor from the workflow config (the schema fills every default) and one
 dictionary form used as a rule's ``params`` (``dataclasses.asdict``), from which
-the job rebuilds it with ``Spec(**params)``.
+the job rebuilds it with ``ModelSpec(**params)``. The settings of each stage are in :mod:`rsvc.settings`.
 """
 
 from __future__ import annotations
