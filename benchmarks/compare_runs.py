@@ -10,7 +10,7 @@ Reads both ``results/`` folders through :mod:`rsvc.formats` and reports
 - CMCS (``compare/<pair>/shard<s>/<class>.h5``, Pearson, both directions): max |difference| of the same
   concept, concepts paired by identity (pre_logits directions of W, cosine >= 0.99, Hungarian
   pairing), and how many were not found again (NMF can land in another optimum after a change in
-  the last digits of its input, see README "Numerics"); by concept index as well.
+  the last digits of its input, see docs/numerics.md); by concept index as well.
 
     python benchmarks/compare_runs.py RUN_A/results RUN_B/results [--json out.json]
 

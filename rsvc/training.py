@@ -16,7 +16,7 @@ Demo recipe (measured on the 6-class synthetic data of :mod:`rsvc.synthetic`,
 batch_size=64, lr=3e-3``: about 145 s per model on an idle machine. At 20
 epochs the models are as accurate, but NC's penultimate layer still encodes
 the square well enough that its purest square concept gets a CMCS of about
-0.3; at 40 epochs about 0.15 (see README, "Measured numbers").
+0.3; at 40 epochs about 0.15 (see docs/demo.md).
 """
 
 from __future__ import annotations
