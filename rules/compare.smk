@@ -24,6 +24,9 @@ rule compare:
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         acts_keys=compare_acts_keys,
+        classes=analysed_in_shard,
+        class_index=analysed_in_shard_indices,
+        files=lambda wc: class_files("compare", analysed_in_shard(wc), pair=wc.pair),
         compare=COMPARE_SETTINGS.params(),
     script:
         "../workflow_scripts/compare.py"
