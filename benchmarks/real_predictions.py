@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "real")]  # conftest.py, test_real.py
 
 from test_real import SAMPLES, _package, _timm_reference  # noqa: E402
 

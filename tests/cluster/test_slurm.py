@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-try:  # tests/ as a package or as a plain directory on sys.path
-    from .slurm.fixtures import SlurmCluster, SnakemakeRun, slurm_cluster  # noqa: F401
-except ImportError:
-    from slurm.fixtures import SlurmCluster, SnakemakeRun, slurm_cluster  # noqa: F401
+from conftest import REPO
+from slurm import fixtures
+from slurm.fixtures import SlurmCluster, SnakemakeRun
 
 pytestmark = pytest.mark.slurm
+slurm_cluster = fixtures.slurm_cluster  # the cluster fixture of tests/slurm/fixtures.py
 
-SNAKEFILE = Path(__file__).resolve().parent / "slurm_toy" / "Snakefile"
+SNAKEFILE = REPO / "tests" / "slurm_toy" / "Snakefile"
 ITEMS = (1, 2, 3)
 # tests/slurm/profile: default-resources and cores
 MEM_MB, RUNTIME_MIN, CORES = 500, 5, 2

@@ -21,13 +21,11 @@ import pytest
 import safetensors.numpy
 import yaml
 from conftest import REPO, SNAKEMAKE, tiny_config, write_config
-
-try:  # tests/ as a package or as a plain directory on sys.path
-    from .slurm.fixtures import SlurmCluster, slurm_cluster  # noqa: F401
-except ImportError:
-    from slurm.fixtures import SlurmCluster, slurm_cluster  # noqa: F401
+from slurm import fixtures
+from slurm.fixtures import SlurmCluster
 
 pytestmark = pytest.mark.slurm
+slurm_cluster = fixtures.slurm_cluster  # the cluster fixture of tests/slurm/fixtures.py
 
 RUN_TIMEOUT_S = 900
 # not results: run times and logs

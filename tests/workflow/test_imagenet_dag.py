@@ -71,7 +71,7 @@ def test_rn18_rn50_dag_fits_the_budget(imagenet_root, tmp_path):
     assert stats == expected_jobs(cfg, 1000, 1000, 20)
     assert stats["total"] <= MAX_JOBS
     # The time budget is a measurement, not a unit test (it follows the machine's other
-    # load): checked only with RSVC_TIMING=1, e.g. `RSVC_TIMING=1 pytest -s tests/test_imagenet_dag.py`.
+    # load): checked only with RSVC_TIMING=1, e.g. `RSVC_TIMING=1 pytest -s tests/workflow/test_imagenet_dag.py`.
     # CPU, not wall; CPU time inflates under contention too, so a second try keeps the better one.
     if os.environ.get("RSVC_TIMING") == "1":
         if cpu > MAX_CPU_S:

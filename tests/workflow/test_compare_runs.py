@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 
 import h5py
 import pytest
+from conftest import REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from compare_runs import compare_runs, main, verdict  # noqa: E402
 
 pytestmark = pytest.mark.workflow

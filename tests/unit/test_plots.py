@@ -8,6 +8,7 @@ import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from PIL import Image
@@ -16,7 +17,7 @@ from rsvc import plots
 from rsvc.io import save_figure
 from rsvc.tables import CONCEPT_COLUMNS
 
-REPORT = Path(__file__).resolve().parents[1] / "report"
+REPORT = REPO / "report"
 COLUMNS = CONCEPT_COLUMNS
 
 

@@ -41,7 +41,7 @@ def _pickle_uses(path: Path) -> list[str]:
 
 
 def test_no_pickle_in_library_scripts_or_rules():
-    """No code path of the workflow can read or write a pickle (checkpoints: tests/test_models.py)."""
+    """No code path of the workflow can read or write a pickle (checkpoints: tests/unit/test_models.py)."""
     py = sorted((REPO / "rsvc").glob("*.py")) + sorted((REPO / "workflow_scripts").glob("*.py"))
     assert len(py) > 20
     found = [x for p in py for x in _pickle_uses(p)]
