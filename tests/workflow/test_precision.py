@@ -13,9 +13,9 @@ What bf16 changes, and nothing else, is measured and bounded:
 The full pipeline's difference (bf16 refits the concepts, and NMF is
 non-convex, so a change in the third digit of the activations can move a
 factorisation to another local optimum, differently on each processor) is
-*reported*, next to the noise the factorisation itself has on the float32
-activations with another seed, not asserted against a fixed number: it
-measures NMF's luck, not bf16.
+not asserted against a fixed number: it measures NMF's luck, not bf16.
+``python benchmarks/bf16_pipeline.py`` reports it next to the noise the
+factorisation itself has on the float32 activations with another seed.
 
 A test of the test replaces the bf16 activations by the float32 ones with 5 %
 relative noise (what a broken autocast could look like) and checks that the
@@ -32,14 +32,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import run_tiny
-from scipy.optimize import linear_sum_assignment
-from test_workflow import dry_run_jobs
+from conftest import dry_run_jobs, run_tiny
 
 from rsvc.compare import compare_job
-from rsvc.concepts import concepts_job
-from rsvc.formats import Skipped, read_attrs, read_concepts, read_layerwise, write_concepts
-from rsvc.settings import CompareSettings, ConceptSettings, UncertaintySettings, with_defaults
+from rsvc.formats import Skipped, read_attrs, read_layerwise
+from rsvc.settings import CompareSettings, UncertaintySettings, with_defaults
 from rsvc.tables import nan_mean
 
 pytestmark = pytest.mark.workflow
@@ -75,6 +72,11 @@ def _activation_errors(fp32: Path, other: Path) -> dict[tuple[str, str, str], fl
                     assert A.shape == B.shape, (rel, cid, layer)
                     errors[(str(rel), cid, layer)] = float(np.linalg.norm(B - A) / np.linalg.norm(A))
     return errors
+
+
+def _mmcs_file(out: Path) -> dict[str, np.ndarray]:
+    """The stored layerwise MMCS matrices of the pair (mean over classes), per method."""
+    return {kind: read_layerwise(out / f"pairs/{PAIR}/layerwise_mmcs.h5", kind)[0] for kind in ("pearson", "spearman")}
 
 
 def _compare_settings(cfg: dict) -> CompareSettings:
@@ -127,6 +129,9 @@ def fixed_w_differences(cfg: dict, fp32: Path, other: Path) -> dict[str, float]:
     """MMCS and CMCS recomputed from ``other``'s activations with ``fp32``'s concepts,
     against the same computation on ``fp32``'s activations: the largest differences."""
     ref = _recompare(cfg, fp32, fp32 / "concepts")
+    stored = _mmcs_file(fp32)
+    for kind in stored:  # the recomputation is the workflow's: the mean of its per-class matrices is the stored one
+        np.testing.assert_allclose(_layerwise(ref, kind), stored[kind], atol=1e-9)
     new = _recompare(cfg, other, fp32 / "concepts")
     assert set(ref) == set(new) and ref, "W held fixed: the same classes must be compared"
     out = {}
@@ -240,84 +245,10 @@ def test_the_bounds_catch_five_percent_noise(bf16_run, tiny_run, noisy_acts, mea
     assert any("activation relative error" in f for f in failures), failures
 
 
-# ------------------------------------------------------------------ the full pipeline, reported
-def _mmcs_file(out: Path):
-    return {kind: read_layerwise(out / f"pairs/{PAIR}/layerwise_mmcs.h5", kind)[0] for kind in ("pearson", "spearman")}
-
-
-def _unit_rows(W: np.ndarray) -> np.ndarray:
-    return W / np.linalg.norm(W, axis=1, keepdims=True)
-
-
-def _cmcs_by_identity(ref: dict[str, dict], new: dict[str, dict], ref_w: Path, new_w: Path):
-    """|CMCS difference| of every concept found again (pre_logits direction cosine >= 0.99,
-    Hungarian pairing), and how many of all concepts were not found again."""
-    diffs, unmatched, total = [], 0, 0
-    for cid in set(ref) & set(new):
-        for d in _directions(ref):
-            target = d.split("->")[1]
-            w_ref = read_concepts(ref_w / target / f"{cid}.h5").W["pre_logits"]
-            w_new = read_concepts(new_w / target / f"{cid}.h5").W["pre_logits"]
-            cos = _unit_rows(w_new) @ _unit_rows(w_ref).T
-            rows, cols = linear_sum_assignment(-cos)
-            x, y = ref[cid].regression[d]["pearson"], new[cid].regression[d]["pearson"]
-            for i, j in zip(rows, cols):
-                total += 1
-                if cos[i, j] < 0.99:
-                    unmatched += 1
-                elif np.isfinite(x[j]) and np.isfinite(y[i]):
-                    diffs.append(abs(x[j] - y[i]))
-    return (max(diffs) if diffs else float("nan")), unmatched, total
-
-
-def _refit_concepts(cfg: dict, out: Path, dest: Path, seed: int, init: str = "nndsvd") -> None:
-    """The float32 run's concepts refitted with another seed (same activations, same settings);
-    ``init="random"``: from a random start, as ``concepts.restarts`` refits (the restart noise floor)."""
-    models = PAIR.split("-vs-")
-    for m in models:
-        # the workflow's settings of the model's concepts, with another seed and start
-        settings = dataclasses.replace(ConceptSettings.from_config(with_defaults(cfg), m), seed=seed, init=init)
-        for cid in cfg["dataset"]["classes"]:
-            result = concepts_job(
-                _shard_file(out, m, m, cfg["dataset"]["pool_split"], cid),
-                cid,
-                settings,
-                sample_seed=cfg["seed"],  # the workflow's concept images, whatever the NMF seed
-            )
-            write_concepts(dest / m / f"{cid}.h5", result, {"model": m, "class_id": cid, "seed": seed})
-
-
-def test_full_pipeline_difference_reported_next_to_nmf_seed_noise(bf16_run, tiny_run, tmp_path, measurement):
+def test_bf16_compares_the_same_layers_and_classes(bf16_run):
+    """The stored layerwise MMCS of both runs: the same layers, and a cell defined in one is defined in the other."""
     fp32, bf16, _ = bf16_run
-    cfg = tiny_run[1]
     a, b = _mmcs_file(fp32), _mmcs_file(bf16)
-    for kind in a:  # the same layers and classes compared
+    for kind in a:
         assert a[kind].shape == b[kind].shape
         np.testing.assert_array_equal(np.isnan(a[kind]), np.isnan(b[kind]))
-
-    reseeded = tmp_path / "concepts"
-    _refit_concepts(cfg, fp32, reseeded, seed=cfg["seed"] + 1)
-    ref = _recompare(cfg, fp32, fp32 / "concepts")
-    seed_run = _recompare(cfg, fp32, reseeded)
-    restarted = tmp_path / "restarted"
-    _refit_concepts(cfg, fp32, restarted, seed=cfg["seed"] + 1, init="random")
-    restart_run = _recompare(cfg, fp32, restarted)
-    bf16_run_results = _recompare(cfg, bf16, bf16 / "concepts")
-    lines = []
-    for label, res, w_dir in (
-        ("bf16 (full pipeline)", bf16_run_results, bf16 / "concepts"),
-        ("fp32, NMF seed + 1", seed_run, reseeded),
-        ("fp32, NMF from a random start (the restart noise floor)", restart_run, restarted),
-    ):
-        mm = {k: float(np.nanmax(np.abs(_layerwise(ref, k) - _layerwise(res, k)))) for k in ("pearson", "spearman")}
-        cm, unmatched, total = _cmcs_by_identity(ref, res, fp32 / "concepts", w_dir)
-        lines.append(
-            f"{label}: layerwise MMCS max diff pearson {mm['pearson']:.4f} spearman {mm['spearman']:.4f}; "
-            f"CMCS max diff {cm:.4f} over concepts found again; {unmatched}/{total} not found again"
-        )
-    for line in lines:
-        measurement(line)
-    # what is reported is what the workflow stored: its matrix is the mean of the per-class ones recomputed here
-    for kind in a:
-        np.testing.assert_allclose(_layerwise(ref, kind), a[kind], atol=1e-9)
-        np.testing.assert_allclose(_layerwise(bf16_run_results, kind), b[kind], atol=1e-9)
