@@ -6,7 +6,7 @@ names; the rules; the categories) as `json.dumps` text inside `<script>` element
 leaves `<`, `>` and `&` as they are. A class name with `</script><img src=x onerror=...>` therefore
 ends the script element and its markup runs when report.html is opened. Here every `json` those
 modules use writes `<`, `>`, `&` as `\\u003c`, `\\u003e`, `\\u0026` (rsvc.web.script_safe): the same
-strings for JavaScript, which the report's React code shows as text. tests/test_security.py opens a
+strings for JavaScript, which the report's React code shows as text. tests/workflow/test_security.py opens a
 report of a run with such names in headless Chromium and fails if the workaround stops working
 (docs/security.md).
 """
@@ -30,7 +30,7 @@ def _make_report_json_script_safe():
 
     try:
         import snakemake.report.html_reporter.data  # noqa: F401 - imports every data module
-    except ImportError:  # another Snakemake layout: tests/test_security.py says so
+    except ImportError:  # another Snakemake layout: tests/workflow/test_security.py says so
         return
     shim = _script_safe_json()
     for name, mod in list(sys.modules.items()):

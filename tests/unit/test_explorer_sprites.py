@@ -57,11 +57,11 @@ def test_saved_sprite_decodes_to_the_packed_pixels(image_root, tmp_path):
 
 
 def test_an_image_is_decoded_once_however_many_patches(image_root, monkeypatch):
-    import rsvc.images
+    import rsvc.galleries
 
     calls = []
-    real = rsvc.images.load_rgb
-    monkeypatch.setattr(rsvc.images, "load_rgb", lambda p: calls.append(p) or real(p))
+    real = rsvc.galleries.load_rgb
+    monkeypatch.setattr(rsvc.galleries, "load_rgb", lambda p: calls.append(p) or real(p))
     boxes = patch_boxes(64, 16)
     canonical_patches(image_root, [("img0.png", i) for i in range(len(boxes))] + [("img1.png", 0)], boxes, 64)
     assert len(calls) == 2

@@ -3,7 +3,7 @@
 Oracles are independent of the site's code: the tidy table (read with pandas), the compare files
 (which held-out rows each view shows, the per-class MMCS) and Python's own sorting and filtering.
 Set ``RSVC_TINY_RUN=<dir>`` to reuse a completed tiny run (a copy is used; the explorer rule runs when
-it is missing) and ``RSVC_EXPLORER_SHOTS=<dir>`` to keep the screenshots (the README's come from here).
+it is missing) and ``RSVC_EXPLORER_SHOTS=<dir>`` to keep the screenshots (docs/explorer.md's come from here).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The ImageNet experiments build their DAG on a fake ImageNet tree: job counts follow
-the README's formula, and RN18 vs RN50 (1000 classes) stays within the budget of
+the formula of docs/imagenet.md (job counts), and RN18 vs RN50 (1000 classes) stays within the budget of
 <= 20,000 jobs and <= 10 s of CPU for `snakemake -n` (issue 13; checked with RSVC_TIMING=1)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def dry_run(workdir, cfg) -> tuple[dict[str, int], float, float]:
 
 
 def expected_jobs(cfg: dict, n_classes: int, analyzed: int, analyzed_shards: int) -> dict[str, int]:
-    """README "Scale" formula: C classes, A analysed, M models, P pairs, S shards."""
+    """docs/imagenet.md job-count formula: C classes, A analysed, M models, P pairs, S shards."""
     m = len(cfg["models"])
     pairs = list(itertools.combinations(cfg["models"], 2)) if cfg["pairs"] == "all" else cfg["pairs"]
     p = len(pairs)
@@ -83,7 +83,7 @@ def test_rn18_rn50_dag_fits_the_budget(imagenet_root, tmp_path):
 
 def test_vit_experiment_passes_dry_run(imagenet_root, tmp_path):
     """All four models pass the preflight (timm names, Table A4 layers) and the DAG has the
-    expected shape; three analysed classes keep it quick (the full DAG: README)."""
+    expected shape; three analysed classes keep it quick (the full DAG: docs/imagenet.md)."""
     wnids = imagenet_wnids()
     analyze = [wnids[0], wnids[1], wnids[120]]  # two shards
     cfg = experiment("imagenet_vit", imagenet_root, tmp_path / "results", analyze_classes=analyze)

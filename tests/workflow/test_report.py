@@ -158,7 +158,7 @@ def test_report_holds_every_figure_with_its_caption(report):
             assert entry["mime_type"] == "image/png"
             with Image.open(io.BytesIO(data)) as im:
                 im.verify()
-        elif rel.endswith(".html"):  # the explorer's launcher: the site itself is a folder (README, "The report")
+        elif rel.endswith(".html"):  # the explorer's launcher: the site itself is a folder (docs/explorer.md)
             assert entry["mime_type"] == "text/html"
             assert f"{PAIR}/index.html" in data.decode()
         else:

@@ -83,7 +83,7 @@ def schedules(tiny_run, tmp_path_factory):
 
 @pytest.mark.parametrize(("key", "value", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_a_change_reruns_exactly_what_it_changes(schedules, key, value, expected, measurement):
-    """Each line of the README's table ("What a config change reruns"), jobs per rule printed at the end."""
+    """Each line of docs/reliability.md's table ("What a config change reruns"), jobs per rule printed at the end."""
     jobs = schedules[key]
     measurement(f"{key} = {value!r}: " + (", ".join(f"{rule} {n}" for rule, n in sorted(jobs.items())) or "nothing"))
     assert set(jobs) == expected, (key, dict(jobs))
