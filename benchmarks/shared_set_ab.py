@@ -21,37 +21,30 @@ import yaml
 import rsvc.compare
 from rsvc.compare import compare_job
 from rsvc.formats import read_image_sets
+from rsvc.paths import RunPaths
 from rsvc.sampling import lowest_ranked
 from rsvc.settings import CompareSettings, UncertaintySettings, with_defaults
 from rsvc.specs import direction
 
 
 def main(run: Path, config: Path) -> None:
-    out = run / "results"
     cfg = yaml.safe_load(config.read_text())
     a, b = list(cfg["models"])[:2]
     cid = cfg["dataset"]["classes"][0]
-    splits = {"pool": cfg["dataset"]["pool_split"], "heldout": cfg["dataset"]["heldout_split"]}
-    acts = {
-        (m, o, s): next(iter(sorted((out / f"activations/{m}/on_{o}/{s}").glob("shard*.h5"))))
-        for m in (a, b)
-        for o in (a, b)
-        for s in splits.values()
-    }
-    sets = {m: out / f"image_sets/{m}/{splits['pool']}.tsv" for m in (a, b)}
+    cfg = with_defaults(cfg)
+    paths = RunPaths.from_config(cfg, root=run)
+    # the workflow's own settings, without the permutation nulls (not needed here)
+    settings = dataclasses.replace(CompareSettings.from_config(cfg), uncertainty=UncertaintySettings())
+    sets = {m: paths("image_sets", model=m, split=settings.pool_split) for m in (a, b)}
     predicted = {m: [i for i, _ in read_image_sets(sets[m], [cid], sampled_only=False)[cid]] for m in (a, b)}
     c = cfg["concepts"]
-    # the workflow's own settings, without the permutation nulls (not needed here)
-    settings = dataclasses.replace(CompareSettings.from_config(with_defaults(cfg)), uncertainty=UncertaintySettings())
     results = {}
     for name, stream in (("independent", "shared"), ("nested (old)", "")):
         rsvc.compare.SHARED_STREAM = stream  # read by rsvc.compare at call time
         result, attrs = compare_job(
             (a, b),
             cid,
-            acts,
-            concepts={m: out / f"concepts/{m}/{cid}.h5" for m in (a, b)},
-            heads={m: out / f"heads/{m}.h5" for m in (a, b)},
+            **paths.compare_inputs((a, b), cid, (settings.pool_split, settings.heldout_split)),
             settings=settings,
             predicted=predicted,
         )

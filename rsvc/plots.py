@@ -35,6 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from rsvc.paths import PAIR_FIGURES
 from rsvc.tables import is_unique
 
 __all__ = [
@@ -740,7 +741,7 @@ def pair_figures(
             f"(all {n_requested} skipped, see summary/run_summary.tsv)"
         )
 
-    return {
+    figures = {
         "layerwise_mmcs_pearson": lambda: layerwise_figure("pearson"),
         "layerwise_mmcs_spearman": lambda: layerwise_figure("spearman"),
         "layerwise_mmcs_pearson_calibrated": lambda: layerwise_figure("pearson", chance=True),
@@ -781,3 +782,6 @@ def pair_figures(
         ),
         "mcs_cmcs": lambda: plot_mcs_vs_cmcs(table, f"MCS vs CMCS, {a} vs {b} (pre_logits)"),
     }
+    if list(figures) != list(PAIR_FIGURES):  # one list of the pair figures: rsvc.paths
+        raise RuntimeError(f"pair_figures draws {list(figures)}, rsvc.paths.PAIR_FIGURES names {list(PAIR_FIGURES)}")
+    return figures

@@ -21,7 +21,7 @@ rule aggregate_pair:
                 subcategory="{pair}",
                 labels=report_labels(name),
             )
-            for name, caption in PAIR_FIGURES.items()
+            for name, (caption, _, _) in PAIR_FIGURES.items()
         ],
     log:
         f"{OUT}/logs/aggregate_pair/{{pair}}.log",
@@ -38,7 +38,6 @@ rule aggregate_pair:
         classes=ANALYZE,
         files=pair_class_files,
         class_names=CLASS_NAMES,
-        figure_names=list(PAIR_FIGURES),
         similarity_threshold=config["gallery"]["similarity_threshold"],
         uncertainty=config["uncertainty"],
         seed=config["seed"],

@@ -127,6 +127,7 @@ from rsvc.settings import (  # noqa: E402
     numeric_params,
     prediction_numeric_params,
 )
+from rsvc.paths import PAIR_FIGURES, RunPaths, gallery_names, shard_name  # noqa: E402
 from rsvc.specs import ModelSpec  # noqa: E402
 
 OUT = config["outdir"]
@@ -161,10 +162,10 @@ CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
 
 
 def shard_of(class_id):
-    return f"{CLASS_INDEX[class_id] // SHARD_SIZE:04d}"
+    return shard_name(CLASS_INDEX[class_id], SHARD_SIZE)
 
 
-ALL_SHARDS = sorted({f"{i // SHARD_SIZE:04d}" for i in range(len(CLASSES))})
+ALL_SHARDS = sorted({shard_name(i, SHARD_SIZE) for i in range(len(CLASSES))})
 ANALYZE_SHARDS = sorted({shard_of(c) for c in ANALYZE if c in CLASS_INDEX})
 
 
@@ -191,47 +192,19 @@ def pair_models(pair):
 
 
 # ------------------------------------------------------------------ paths
-# Every output path template, written once: rules use them in `output:`, input
-# functions fill them with path(kind, **wildcards).
-PATHS = {
-    "weights": f"{OUT}/weights/{{model}}.ok",
-    "predictions": f"{OUT}/predictions/{{model}}/{{split}}/shard{{shard}}.tsv",
-    "image_sets": f"{OUT}/image_sets/{{model}}/{{split}}.tsv",
-    "image_set_counts": f"{OUT}/image_sets/{{model}}/{{split}}.counts.tsv",
-    "head": f"{OUT}/heads/{{model}}.h5",
-    "activations": f"{OUT}/activations/{{model}}/on_{{owner}}/{{split}}/shard{{shard}}.h5",
-    "concepts": f"{OUT}/concepts/{{model}}/{{class_id}}.h5",
-    # importance and compare run one job per class shard (see rules/compare.smk): a
-    # folder per shard, one file per class inside (added below)
-    "importance_shard": f"{OUT}/importance/{{model}}/shard{{shard}}",
-    "compare_shard": f"{OUT}/compare/{{pair}}/shard{{shard}}",
-    "pair_table": f"{OUT}/pairs/{{pair}}/concepts.csv",
-    "pair_layerwise": f"{OUT}/pairs/{{pair}}/layerwise_mmcs.h5",
-    "pair_figure": f"{OUT}/pairs/{{pair}}/{{figure}}.png",
-    "gallery": f"{OUT}/pairs/{{pair}}/galleries/{{gallery}}.png",
-    "explorer": f"{OUT}/explorer/{{pair}}",
-    "explorer_link": f"{OUT}/explorer/{{pair}}.html",
-    "run_summary": f"{OUT}/summary/run_summary.tsv",
-    "pairs_summary": f"{OUT}/summary/pairs.csv",
-    "skipped_images": f"{OUT}/summary/skipped_images.tsv",
-    "model_matrix": f"{OUT}/summary/model_matrix.png",
-    "planted": f"{OUT}/summary/planted_concept.csv",
-    "model_checkpoint": f"{OUT}/models/{{model}}.safetensors",
-    "model_metrics": f"{OUT}/models/{{model}}.metrics.json",
-}
+# Every output path template is written once, in rsvc/paths.py (TEMPLATES): rules use them in
+# `output:`, input functions fill them with path(kind, **wildcards).
 
 
-for _kind in ("importance", "compare"):
-    PATHS[_kind] = f"{PATHS[f'{_kind}_shard']}/{{class_id}}.h5"
+RUN_PATHS = RunPaths(OUT, tuple(CLASSES), SHARD_SIZE)
+PATHS = RUN_PATHS.templates
 
 
 def path(kind, **wildcards):
     """The path of one output: PATHS[kind] with its wildcards filled (a value
     "{pair}" leaves that wildcard to the rule); the shard of a per-class file
-    inside a shard folder follows from its class_id."""
-    if "{shard}" in PATHS[kind] and "class_id" in wildcards and "shard" not in wildcards:
-        wildcards["shard"] = shard_of(wildcards["class_id"])
-    return PATHS[kind].format(**wildcards)
+    inside a shard folder follows from its class_id (rsvc.paths.RunPaths)."""
+    return RUN_PATHS(kind, **wildcards)
 
 
 def class_files(kind, classes=None, **wildcards):
@@ -382,39 +355,14 @@ wildcard_constraints:
     class_id="[^/]+",
 
 
-PAIR_FIGURES = {
-    "layerwise_mmcs_pearson": "layerwise_mmcs.rst",
-    "layerwise_mmcs_spearman": "layerwise_mmcs.rst",
-    "layerwise_mmcs_pearson_calibrated": "layerwise_mmcs.rst",
-    "layerwise_mmcs_spearman_calibrated": "layerwise_mmcs.rst",
-    "cmcs_importance_b_to_a": "similarity_importance.rst",
-    "cmcs_importance_a_to_b": "similarity_importance.rst",
-    "smcs_importance_a": "smcs_importance.rst",
-    "smcs_importance_b": "smcs_importance.rst",
-    "replacement_b_to_a": "replacement.rst",
-    "replacement_a_to_b": "replacement.rst",
-    "mcs_cmcs": "mcs_cmcs.rst",
-}
-GALLERIES = ["lowest_cmcs_class0_b_to_a", "lowest_cmcs_class0_a_to_b"] + [
-    f"important_{d}_{i}" for d in ("b_to_a", "a_to_b") for i in range(config["gallery"]["concepts_per_direction"])
-]
+GALLERIES = gallery_names(config["gallery"]["concepts_per_direction"])
 
 
 # Labels of the pair outputs in the HTML report: what each shows and for which models
 # ("X → Y": the concepts of Y predicted from the activations of X); a, b = pair_models.
 REPORT_LABELS = {
     "concepts": ("per-concept table", "{a} ↔ {b}"),
-    "layerwise_mmcs_pearson": ("layerwise MMCS (Pearson)", "{a} rows, {b} columns"),
-    "layerwise_mmcs_spearman": ("layerwise MMCS (Spearman)", "{a} rows, {b} columns"),
-    "layerwise_mmcs_pearson_calibrated": ("layerwise MMCS minus chance (Pearson)", "{a} rows, {b} columns"),
-    "layerwise_mmcs_spearman_calibrated": ("layerwise MMCS minus chance (Spearman)", "{a} rows, {b} columns"),
-    "cmcs_importance_b_to_a": ("CMCS vs importance", "{b} → {a}"),
-    "cmcs_importance_a_to_b": ("CMCS vs importance", "{a} → {b}"),
-    "smcs_importance_a": ("SMCS vs importance", "{a} → {a}"),
-    "smcs_importance_b": ("SMCS vs importance", "{b} → {b}"),
-    "replacement_b_to_a": ("replacement test", "{b} → {a}"),
-    "replacement_a_to_b": ("replacement test", "{a} → {b}"),
-    "mcs_cmcs": ("MCS vs CMCS", "{a} ↔ {b}"),
+    **{name: (what, models) for name, (_, what, models) in PAIR_FIGURES.items()},
     "explorer": ("concept explorer (every class and concept)", "{a} ↔ {b}"),
 }
 

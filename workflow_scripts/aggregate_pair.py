@@ -5,6 +5,7 @@ import pandas as pd
 from rsvc import plots
 from rsvc.formats import read_mmcs_null, write_layerwise
 from rsvc.io import save_figure, write_table
+from rsvc.paths import PAIR_FIGURES
 from rsvc.runtime import setup_logging
 from rsvc.tables import (
     CONCEPT_COLUMNS,
@@ -77,5 +78,5 @@ figures = plots.pair_figures(
     fdr=unc["fdr"],
     calibrated=calibrated,
 )
-for name, path in zip(p.figure_names, snakemake.output.figures, strict=True):
+for name, path in zip(PAIR_FIGURES, snakemake.output.figures, strict=True):
     save_figure(figures[name](), path)

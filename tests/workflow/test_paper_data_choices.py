@@ -15,6 +15,7 @@ from conftest import grid_rows
 from rsvc.compare import compare_class, compare_job
 from rsvc.factorization import factorize
 from rsvc.formats import read_compare_metrics, read_compare_status, read_concepts, read_head, write_compare
+from rsvc.paths import RunPaths
 from rsvc.sampling import RowSet
 from rsvc.settings import CompareSettings, ConceptSettings, ImportanceSettings, UncertaintySettings, with_defaults
 from rsvc.tables import CONCEPT_COLUMNS
@@ -24,7 +25,6 @@ POOL_SCORES = ("mcs_pearson", "mcs_spearman", "cv_cmcs_pearson")
 
 
 def _job(workdir: Path, cfg: dict, class_id: str, min_heldout_images: int):
-    out = workdir / cfg["outdir"]
     a, b = "ps", "nc"
     # the workflow's settings, without the permutation nulls and with the given held-out minimum
     settings = dataclasses.replace(
@@ -33,18 +33,11 @@ def _job(workdir: Path, cfg: dict, class_id: str, min_heldout_images: int):
         uncertainty=UncertaintySettings(),
         importance=None,
     )
-    acts = {
-        (m, o, s): next(iter(sorted((out / f"activations/{m}/on_{o}/{s}").glob("shard*.h5"))))
-        for m in (a, b)
-        for o in (a, b)
-        for s in (settings.pool_split, settings.heldout_split)
-    }
+    paths = RunPaths.from_config(with_defaults(cfg), root=workdir)
     return compare_job(
         (a, b),
         class_id,
-        acts,
-        concepts={m: out / f"concepts/{m}/{class_id}.h5" for m in (a, b)},
-        heads={m: out / f"heads/{m}.h5" for m in (a, b)},
+        **paths.compare_inputs((a, b), class_id, (settings.pool_split, settings.heldout_split)),
         settings=settings,
     )
 
