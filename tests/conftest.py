@@ -77,6 +77,14 @@ def vit(request):
     return seeded_model(request.module.VIT)
 
 
+def run_paths(workdir: Path, cfg: dict):
+    """The files of the run of ``cfg`` in ``workdir`` (:class:`rsvc.paths.RunPaths`, as the rules name them)."""
+    from rsvc.paths import RunPaths
+    from rsvc.settings import with_defaults
+
+    return RunPaths.from_config(with_defaults(cfg), root=workdir)
+
+
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

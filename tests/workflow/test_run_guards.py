@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import class_file, run_snakemake, write_config
+from conftest import class_file, run_paths, run_snakemake, write_config
 from reliability_runs import (
     BAD_FOLDERS,
     EMPTY_CLASS,
@@ -34,6 +34,7 @@ from rsvc.specs import ModelSpec
 def test_bad_images_are_skipped_and_recorded_odd_formats_used(reference):
     workdir, cfg, files = reference
     out = workdir / "results"
+    paths = run_paths(workdir, cfg)
     preds = pd.concat(
         [
             pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
@@ -53,7 +54,7 @@ def test_bad_images_are_skipped_and_recorded_odd_formats_used(reference):
     for path in (out / "activations").rglob("*.h5"):
         model, owner, split = path.relative_to(out / "activations").parts[:3]
         # the sampled images of each set are extracted (the table lists the whole predicted set)
-        sets = read_image_sets(out / f"image_sets/{owner.removeprefix('on_')}/{split}.tsv")
+        sets = read_image_sets(paths("image_sets", model=owner.removeprefix("on_"), split=split))
         for cid, rows in sets.items():
             stored = list(read_class_activations(path, cid)[1])
             assert stored == [image_id for image_id, _ in rows], (path, cid)
@@ -63,7 +64,7 @@ def test_bad_images_are_skipped_and_recorded_odd_formats_used(reference):
     # decoded and classified is (above: status ok with a prediction), and that whatever is drawn
     # reaches the activation files is (the loop above covers every drawn image).
     # the skipped table lists exactly the unreadable files, each with a reason
-    skipped = pd.read_csv(out / "summary/skipped_images.tsv", sep="\t", dtype=str, keep_default_na=False)
+    skipped = pd.read_csv(paths("skipped_images"), sep="\t", dtype=str, keep_default_na=False)
     assert sorted(Path(workdir, p).resolve() for p in skipped["path"]) == sorted(
         f.path.resolve() for f in files["bad"] if not f.readable
     )
@@ -76,7 +77,7 @@ def test_bad_images_are_skipped_and_recorded_odd_formats_used(reference):
             for f in files["bad"]:
                 if not f.readable and folder in str(f.path):
                     assert "WARNING" in log and f.path.name in log, (model, f.path.name)
-    summary = pd.read_csv(out / "summary/run_summary.tsv", sep="\t", dtype=str, keep_default_na=False)
+    summary = pd.read_csv(paths("run_summary"), sep="\t", dtype=str, keep_default_na=False)
     n_bad = sum(not f.readable for f in files["bad"])
     assert f"{n_bad} unreadable images" in summary.loc[summary["stage"] == "images", "reason"].item()
 
@@ -92,16 +93,19 @@ def test_class_guards_skip_and_report(reference):
     prediction tables and image sets."""
     workdir, cfg, _ = reference
     out = workdir / "results"
+    paths = run_paths(workdir, cfg)
     min_images = cfg["concepts"]["min_images"]
     per_model = cfg["concepts"].get("min_images_per_model", 1)
     min_held = cfg["concepts"].get("min_heldout_images", 10)
     analyze = cfg["dataset"]["analyze_classes"]
     pool, held = cfg["dataset"]["pool_split"], cfg["dataset"]["heldout_split"]
     models = list(cfg["models"])
-    summary = pd.read_csv(out / "summary/run_summary.tsv", sep="\t", dtype=str, keep_default_na=False)
+    summary = pd.read_csv(paths("run_summary"), sep="\t", dtype=str, keep_default_na=False)
 
     def predicted(model, split):
-        df = pd.read_csv(out / f"predictions/{model}/{split}/shard0000.tsv", sep="\t", dtype=str, keep_default_na=False)
+        df = pd.read_csv(
+            paths("predictions", model=model, split=split, shard="0000"), sep="\t", dtype=str, keep_default_na=False
+        )
         return df[df["status"] == "ok"]["pred_class"].value_counts()
 
     skip_model = {}
@@ -116,7 +120,7 @@ def test_class_guards_skip_and_report(reference):
                 if n == 0:  # told apart from a class without images of its own
                     expected = f"nothing predicted: no image is predicted as this class ({expected})"
                 assert rows["reason"].tolist() == [expected], (m, c)
-                skipped, reason = is_skipped(out / f"concepts/{m}/{c}.h5")
+                skipped, reason = is_skipped(paths("concepts", model=m, class_id=c))
                 assert skipped and str(n) in reason
             else:
                 assert rows.empty
@@ -127,7 +131,7 @@ def test_class_guards_skip_and_report(reference):
     pair = f"{models[0]}-vs-{models[1]}"
     used = []
     sets = {
-        (m, split): pd.read_csv(out / f"image_sets/{m}/{split}.tsv", sep="\t", dtype=str, keep_default_na=False)
+        (m, split): pd.read_csv(paths("image_sets", model=m, split=split), sep="\t", dtype=str, keep_default_na=False)
         for m in models
         for split in (pool, held)
     }
@@ -156,15 +160,15 @@ def test_class_guards_skip_and_report(reference):
     empty = summary[summary["stage"] == "dataset"]
     assert sorted(zip(empty["split"], empty["class_id"])) == sorted([(held, EMPTY_CLASS), (pool, EMPTY_CLASS)])
     # aggregation: the classes that exist, and how many
-    table = pd.read_csv(out / f"pairs/{pair}/concepts.csv", dtype={"class_id": str})
+    table = pd.read_csv(paths("pair_table", pair=pair), dtype={"class_id": str})
     assert sorted(table["class_id"].unique()) == sorted(used)
-    pairs = pd.read_csv(out / "summary/pairs.csv")
+    pairs = pd.read_csv(paths("pairs_summary"))
     assert (pairs["n_classes"] == len(used)).all() and len(pairs) == 2
     assert summary.loc[summary["stage"] == "pair", "reason"].tolist() == [
         f"{len(used)} of {len(analyze)} classes analysed"
     ]
-    assert read_attrs(out / f"pairs/{pair}/layerwise_mmcs.h5")["n_classes_analysed"] == len(used)
-    assert read_layerwise(out / f"pairs/{pair}/layerwise_mmcs.h5", "pearson")[1].max() <= len(used)
+    assert read_attrs(paths("pair_layerwise", pair=pair))["n_classes_analysed"] == len(used)
+    assert read_layerwise(paths("pair_layerwise", pair=pair), "pearson")[1].max() <= len(used)
     assert f"from {len(used)} of {len(analyze)} classes" in (out / f"logs/aggregate_pair/{pair}.log").read_text()
 
 
@@ -172,10 +176,11 @@ def test_class_guards_skip_and_report(reference):
 @pytest.mark.slow
 def test_nan_counts_and_means_in_pair_summary(reference):
     """pairs.csv: nan_<metric> counts the NaN of concepts.csv, mean_<metric> ignores them (pandas oracle)."""
-    workdir, _, _ = reference
+    workdir, cfg, _ = reference
     out = workdir / "results"
+    paths = run_paths(workdir, cfg)
     table = pd.concat([pd.read_csv(p, dtype={"class_id": str}) for p in sorted((out / "pairs").glob("*/concepts.csv"))])
-    pairs = pd.read_csv(out / "summary/pairs.csv")
+    pairs = pd.read_csv(paths("pairs_summary"))
     nan_cols = [c for c in pairs.columns if c.startswith("nan_")]
     assert len(nan_cols) >= 5
     for r in pairs.itertuples():
@@ -261,13 +266,14 @@ def test_aggregation_with_every_class_skipped(reference, tmp_path):
         timeout=900,
     )
     out = workdir / "results"
+    paths = run_paths(workdir, cfg)
     pair = "ps-vs-nc"
-    assert pd.read_csv(out / f"pairs/{pair}/concepts.csv").empty
-    assert pd.read_csv(out / "summary/pairs.csv").empty
-    assert pd.read_csv(out / "summary/planted_concept.csv").empty
-    summary = pd.read_csv(out / "summary/run_summary.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert pd.read_csv(paths("pair_table", pair=pair)).empty
+    assert pd.read_csv(paths("pairs_summary")).empty
+    assert pd.read_csv(paths("planted")).empty
+    summary = pd.read_csv(paths("run_summary"), sep="\t", dtype=str, keep_default_na=False)
     row = summary[summary["stage"] == "pair"]
     assert row["status"].tolist() == ["empty"] and row["reason"].tolist() == ["0 of 1 classes analysed"]
-    assert read_attrs(out / f"pairs/{pair}/layerwise_mmcs.h5")["n_classes_analysed"] == 0
+    assert read_attrs(paths("pair_layerwise", pair=pair))["n_classes_analysed"] == 0
     for png in ["layerwise_mmcs_pearson.png", "galleries/lowest_cmcs_class0_b_to_a.png"]:
         assert (out / f"pairs/{pair}" / png).stat().st_size > 1000

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import class_file, dry_run_jobs
+from conftest import class_file, dry_run_jobs, run_paths
 from scipy import stats
 
 from rsvc.formats import is_skipped, read_concept_views, read_layerwise, read_mmcs, read_prediction
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.workflow
 def test_outputs_and_table_shape(tiny_run):
     workdir, cfg = tiny_run
     out = workdir / "results"
-    table = pd.read_csv(out / "pairs/ps-vs-nc/concepts.csv", dtype={"class_id": str})
+    paths = run_paths(workdir, cfg)
+    table = pd.read_csv(paths("pair_table", pair="ps-vs-nc"), dtype={"class_id": str})
     k = cfg["concepts"]["k"]
     n_classes = table["class_id"].nunique()
     compared = set()
@@ -40,16 +41,17 @@ def test_outputs_and_table_shape(tiny_run):
         "galleries/lowest_cmcs_class0_b_to_a.png",
     ]:
         assert (out / "pairs/ps-vs-nc" / png).stat().st_size > 1000
-    assert (out / "summary/planted_concept.csv").exists()
+    assert (paths("planted")).exists()
     # no temporary files left behind by the atomic writers
     assert not list(out.rglob("*.tmp"))
 
 
 def test_table_matches_recomputation_from_stored_arrays(tiny_run):
     """CMCS/SMCS in the table are Pearson/Spearman of stored predictions vs stored held-out U."""
-    workdir, _ = tiny_run
+    workdir, cfg = tiny_run
     out = workdir / "results"
-    table = pd.read_csv(out / "pairs/ps-vs-nc/concepts.csv", dtype={"class_id": str})
+    paths = run_paths(workdir, cfg)
+    table = pd.read_csv(paths("pair_table", pair="ps-vs-nc"), dtype={"class_id": str})
     checked = 0
     for cid, rows in table.groupby("class_id"):
         path = class_file(out, "compare", "ps-vs-nc", cid)
@@ -69,15 +71,16 @@ def test_table_matches_recomputation_from_stored_arrays(tiny_run):
 
 
 def test_layerwise_matrix_is_mean_of_class_matrices(tiny_run):
-    workdir, _ = tiny_run
+    workdir, cfg = tiny_run
     out = workdir / "results"
+    paths = run_paths(workdir, cfg)
     mats = []
     for path in sorted((out / "compare/ps-vs-nc").glob("shard*/*.h5")):
         found = read_mmcs(path, "pearson")
         if found is not None:
             mats.append(found[0])
     assert len(mats) > 1  # a mean over several classes, not one class copied
-    mean = read_layerwise(out / "pairs/ps-vs-nc/layerwise_mmcs.h5", "pearson")[0]
+    mean = read_layerwise(paths("pair_layerwise", pair="ps-vs-nc"), "pearson")[0]
     np.testing.assert_allclose(mean, np.nanmean(np.stack(mats), axis=0), atol=1e-12)
 
 
