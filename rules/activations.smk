@@ -20,9 +20,8 @@ rule activations:
         "../envs/gpu.yaml"
     threads: config["resources"]["gpu_threads"]
     resources:
+        **job_resources("activations"),
         gpu_jobs=1,
-        mem_mb=12000,
-        runtime=120,
     params:
         spec=lambda wc: model_params(wc.model),
         layers=lambda wc: config["models"][wc.model]["layers"],

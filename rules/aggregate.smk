@@ -31,8 +31,7 @@ rule aggregate_pair:
         "../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **job_resources("aggregate_pair"),
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         classes=ANALYZE,
@@ -69,8 +68,7 @@ rule gallery:
         "../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources("gallery"),
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         names=GALLERIES,
@@ -128,8 +126,7 @@ rule summary:
         "../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources("summary"),
     params:
         pairs=PAIR_NAMES,
         compare=[f for p in PAIR_NAMES for f in class_files("compare", pair=p)],

@@ -191,6 +191,28 @@ def pair_models(pair):
     return a, b
 
 
+# ------------------------------------------------------------------ resources
+RESOURCES_SOURCE = "rules/resources.yaml"
+
+
+def _read_resources():
+    import yaml
+
+    return yaml.safe_load(Path(workflow_file(RESOURCES_SOURCE)).read_text())
+
+
+RESOURCES = _read_resources()
+
+
+def _scaled(base):
+    return lambda wildcards, attempt: base * attempt
+
+
+def job_resources(rule):
+    """mem_mb and runtime of `rule`'s jobs from rules/resources.yaml, times the attempt number."""
+    return {key: _scaled(value) for key, value in RESOURCES[rule].items()}
+
+
 # ------------------------------------------------------------------ paths
 # Every output path template is written once, in rsvc/paths.py (TEMPLATES): rules use them in
 # `output:`, input functions fill them with path(kind, **wildcards).

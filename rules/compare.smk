@@ -19,8 +19,7 @@ rule compare:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
-        mem_mb=6000,
-        runtime=240,
+        **job_resources("compare"),
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         acts_keys=compare_acts_keys,

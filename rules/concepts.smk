@@ -20,8 +20,7 @@ rule concepts:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **job_resources("concepts"),
     params:
         concepts=lambda wc: ConceptSettings.from_config(config, wc.model).params(),
     script:
@@ -41,8 +40,7 @@ rule importance:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **job_resources("importance"),
     params:
         importance=ImportanceSettings.from_config(config).params(),
         classes=analysed_in_shard,

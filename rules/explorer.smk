@@ -23,8 +23,7 @@ rule explorer:
         "../envs/cpu.yaml"
     threads: config["explorer"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **job_resources("explorer"),
     params:
         models=lambda wc: list(pair_models(wc.pair)),
         classes=ANALYZE,

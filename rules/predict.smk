@@ -15,9 +15,8 @@ rule predict:
         "../envs/gpu.yaml"
     threads: config["resources"]["gpu_threads"]
     resources:
+        **job_resources("predict"),
         gpu_jobs=1,
-        mem_mb=8000,
-        runtime=60,
     params:
         spec=lambda wc: model_params(wc.model),
         pixels=lambda wc: prediction_params(wc.model),
@@ -42,8 +41,7 @@ rule image_sets:
         "../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("image_sets"),
     params:
         classes=ANALYZE,
         sets=lambda wc: ImageSetSettings.from_config(config, wc.split).params(),
@@ -64,8 +62,7 @@ rule export_head:
         "../envs/gpu.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        **job_resources("export_head"),
     params:
         spec=lambda wc: model_params(wc.model),
     script:

@@ -14,8 +14,7 @@ rule make_dataset:
         "../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **job_resources("make_dataset"),
     params:
         classes=SYN["classes"],
         n_per_split=SYN["n_per_split"],
@@ -41,9 +40,8 @@ rule train_model:
         "../envs/gpu.yaml"
     threads: config["resources"]["gpu_threads"]
     resources:
+        **job_resources("train_model"),
         gpu_jobs=1,
-        mem_mb=4000,
-        runtime=60,
     params:
         spec=lambda wc: model_params(wc.model),
         train=lambda wc: config["models"][wc.model]["train"],
@@ -68,8 +66,7 @@ rule planted_concept:
         "../envs/cpu.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("planted_concept"),
     params:
         ps=lambda wc: scheme_model("ps"),
         nc=lambda wc: scheme_model("nc"),
