@@ -1,21 +1,29 @@
-"""Every output of a run by name, written once: the path templates, the pair figures and the galleries.
+"""Every output of a run by name, written once: the path templates, the jobs' logs and benchmark files,
+the pair figures and the galleries.
 
 Pure Python, like :mod:`rsvc.specs`: the rules (``rules/common.smk``), the tests and the benchmarks all
-find a run's files through :class:`RunPaths`, so no path is spelt twice.
+find a run's files here, so no path is spelt twice:
+
+- :func:`templates` (every template under a run's folder) and :func:`fill` (one of them with its
+  wildcards; the shard of a per-class file follows from its class) are what the rules use;
+- :class:`RunPaths` holds both for one run, from its config (``RunPaths.from_config``);
+- :func:`pattern`, :func:`files` and :func:`wildcards_of` find and name the files of a finished run
+  without its config (every wildcard a ``*``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import re
+import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 #: Output path templates relative to the run's folder (``outdir``), with their wildcards.
-#: ``importance`` and ``compare`` run one job per class shard: a folder per shard (``*_shard``), one
-#: file per class inside.
-TEMPLATES = {
+_OUTPUTS = {
     "weights": "weights/{model}.ok",
     "predictions": "predictions/{model}/{split}/shard{shard}.tsv",
     "image_sets": "image_sets/{model}/{split}.tsv",
@@ -23,10 +31,9 @@ TEMPLATES = {
     "head": "heads/{model}.h5",
     "activations": "activations/{model}/on_{owner}/{split}/shard{shard}.h5",
     "concepts": "concepts/{model}/{class_id}.h5",
+    # importance and compare run one job per class shard: a folder per shard, one file per class inside
     "importance_shard": "importance/{model}/shard{shard}",
-    "importance": "importance/{model}/shard{shard}/{class_id}.h5",
     "compare_shard": "compare/{pair}/shard{shard}",
-    "compare": "compare/{pair}/shard{shard}/{class_id}.h5",
     "pair_table": "pairs/{pair}/concepts.csv",
     "pair_layerwise": "pairs/{pair}/layerwise_mmcs.h5",
     "pair_figure": "pairs/{pair}/{figure}.png",
@@ -40,6 +47,47 @@ TEMPLATES = {
     "planted": "summary/planted_concept.csv",
     "model_checkpoint": "models/{model}.safetensors",
     "model_metrics": "models/{model}.metrics.json",
+}
+
+#: Each rule's jobs by their wildcards: a job's log is ``logs/<rule>/<name>.log``, Snakemake's
+#: measurement of it (``benchmark:``) ``benchmarks/<rule>/<name>.tsv``; "" for a rule of one job
+#: (``logs/<rule>.log``). ``rule`` here is the rule's name in ``rules/*.smk``.
+JOB_NAMES = {
+    "fetch_weights": "{model}",
+    "make_dataset": "{scheme}",
+    "train_model": "{model}",
+    "predict": "{model}/{split}/shard{shard}",
+    "image_sets": "{model}/{split}",
+    "export_head": "{model}",
+    "activations": "{model}/on_{owner}/{split}/shard{shard}",
+    "concepts": "{model}/{class_id}",
+    "importance": "{model}/shard{shard}",
+    "compare": "{pair}/shard{shard}",
+    "aggregate_pair": "{pair}",
+    "gallery": "{pair}",
+    "explorer": "{pair}",
+    "summary": "",
+    "planted_concept": "",
+}
+#: Rules without a ``benchmark:`` (a download on the login node; a few seconds of tables).
+NOT_BENCHMARKED = frozenset({"fetch_weights", "planted_concept"})
+
+
+def _job_file(folder: str, rule: str, suffix: str) -> str:
+    name = JOB_NAMES[rule]
+    return f"{folder}/{rule}/{name}{suffix}" if name else f"{folder}/{rule}{suffix}"
+
+
+#: Every path template of a run, relative to its folder: the outputs above; ``importance`` and
+#: ``compare``, one file per class inside their shard folders; ``logs/<rule>`` and
+#: ``benchmarks/<rule>``, the log and benchmark file of each of the rule's jobs.
+TEMPLATES: dict[str, str] = {
+    **_OUTPUTS,
+    **{kind: f"{_OUTPUTS[f'{kind}_shard']}/{{class_id}}.h5" for kind in ("importance", "compare")},
+    **{f"logs/{rule}": _job_file("logs", rule, ".log") for rule in JOB_NAMES},
+    **{
+        f"benchmarks/{rule}": _job_file("benchmarks", rule, ".tsv") for rule in JOB_NAMES if rule not in NOT_BENCHMARKED
+    },
 }
 
 #: The figures of a pair: name -> (report caption file under ``report/``, what it shows, for which models;
@@ -81,11 +129,62 @@ def shard_name(class_index: int, shard_size: int) -> str:
     return f"{class_index // shard_size:04d}"
 
 
+def templates(outdir: str | os.PathLike) -> dict[str, str]:
+    """Every template of :data:`TEMPLATES` with the run's folder ``outdir`` in front."""
+    return {kind: f"{outdir}/{template}" for kind, template in TEMPLATES.items()}
+
+
+def fill(
+    templates: Mapping[str, str], kind: str, shard_of: Callable[[str], str] | None = None, **wildcards: str
+) -> str:
+    """``templates[kind]`` with its wildcards filled (a value ``"{pair}"`` leaves that wildcard to a rule).
+    The shard of a per-class file inside a shard folder, unless given, follows from its ``class_id``
+    through ``shard_of`` (e.g. :meth:`RunPaths.shard_of`)."""
+    template = templates[kind]
+    if "{shard}" in template and "class_id" in wildcards and "shard" not in wildcards:
+        if shard_of is None:
+            raise ValueError(f"{kind}: the shard of class {wildcards['class_id']!r} needs shard_of (or shard=)")
+        wildcards["shard"] = shard_of(wildcards["class_id"])
+    return template.format(**wildcards)
+
+
+def _fields(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def pattern(kind: str, **wildcards: str) -> str:
+    """A glob pattern, relative to a run's folder, of the files of ``kind``: the given wildcards filled,
+    every other one ``*`` (``pattern("compare", pair="a-vs-b")`` is ``compare/a-vs-b/shard*/*.h5``)."""
+    template = TEMPLATES[kind]
+    return template.format(**{name: wildcards.get(name, "*") for name in _fields(template)})
+
+
+def files(outdir: str | os.PathLike, kind: str, **wildcards: str) -> list[Path]:
+    """The files (or folders) of ``kind`` that exist under the run's folder ``outdir``, sorted; the given
+    wildcards filled, the others any value (see :func:`pattern`)."""
+    return sorted(Path(outdir).glob(pattern(kind, **wildcards)))
+
+
+def wildcards_of(kind: str, path: str | os.PathLike, outdir: str | os.PathLike | None = None) -> dict[str, str]:
+    """The wildcards of a file of ``kind`` (its path relative to the run's folder, or under ``outdir``);
+    ValueError when the path is not one of ``kind``."""
+    rel = Path(path) if outdir is None else Path(path).relative_to(outdir)
+    regex, last = "", 0
+    template = TEMPLATES[kind]
+    for m in re.finditer(r"\{(\w+)\}", template):
+        regex += re.escape(template[last : m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
+        last = m.end()
+    match = re.fullmatch(regex + re.escape(template[last:]), rel.as_posix())
+    if match is None:
+        raise ValueError(f"{rel} is not a file of {kind} ({template})")
+    return match.groupdict()
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """The files of one run: ``run(kind, **wildcards)`` is :data:`TEMPLATES` ``[kind]`` under ``outdir``
-    with its wildcards filled (a value ``"{pair}"`` leaves that wildcard to a rule); the shard of a
-    per-class file follows from its ``class_id`` (``classes`` in the models' output order)."""
+    with its wildcards filled (:func:`fill`; a value ``"{pair}"`` leaves that wildcard to a rule); the shard
+    of a per-class file follows from its ``class_id`` (``classes`` in the models' output order)."""
 
     outdir: str
     classes: Sequence[str]
@@ -108,7 +207,7 @@ class RunPaths:
     @cached_property
     def templates(self) -> dict[str, str]:
         """Every template with the run's folder in front."""
-        return {kind: f"{self.outdir}/{template}" for kind, template in TEMPLATES.items()}
+        return templates(self.outdir)
 
     @cached_property
     def class_index(self) -> dict[str, int]:
@@ -120,9 +219,11 @@ class RunPaths:
         return shard_name(self.class_index[class_id], self.shard_size)
 
     def __call__(self, kind: str, **wildcards: str) -> str:
-        if "{shard}" in TEMPLATES[kind] and "class_id" in wildcards and "shard" not in wildcards:
-            wildcards["shard"] = self.shard_of(wildcards["class_id"])
-        return self.templates[kind].format(**wildcards)
+        return fill(self.templates, kind, self.shard_of, **wildcards)
+
+    def files(self, kind: str, **wildcards: str) -> list[Path]:
+        """The run's files of ``kind`` that exist (:func:`files`)."""
+        return files(self.outdir, kind, **wildcards)
 
     def compare_inputs(self, models: Sequence[str], class_id: str, splits: Sequence[str]) -> dict[str, dict]:
         """What :func:`rsvc.compare.compare_job` reads for one class of a finished run: ``activations``
