@@ -13,9 +13,9 @@ rule activations:
     output:
         PATHS["activations"],
     log:
-        f"{OUT}/logs/activations/{{model}}/on_{{owner}}/{{split}}/shard{{shard}}.log",
+        PATHS["logs/activations"],
     benchmark:
-        f"{OUT}/benchmarks/activations/{{model}}/on_{{owner}}/{{split}}/shard{{shard}}.tsv"
+        PATHS["benchmarks/activations"]
     conda:
         "../envs/gpu.yaml"
     threads: config["resources"]["gpu_threads"]

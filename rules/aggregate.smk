@@ -24,9 +24,9 @@ rule aggregate_pair:
             for name, (caption, _, _) in PAIR_FIGURES.items()
         ],
     log:
-        f"{OUT}/logs/aggregate_pair/{{pair}}.log",
+        PATHS["logs/aggregate_pair"],
     benchmark:
-        f"{OUT}/benchmarks/aggregate_pair/{{pair}}.tsv"
+        PATHS["benchmarks/aggregate_pair"]
     conda:
         "../envs/cpu.yaml"
     threads: 1
@@ -61,9 +61,9 @@ rule gallery:
             for name in GALLERIES
         ],
     log:
-        f"{OUT}/logs/gallery/{{pair}}.log",
+        PATHS["logs/gallery"],
     benchmark:
-        f"{OUT}/benchmarks/gallery/{{pair}}.tsv"
+        PATHS["benchmarks/gallery"]
     conda:
         "../envs/cpu.yaml"
     threads: 1
@@ -119,9 +119,9 @@ rule summary:
             category="Summary",
         ),
     log:
-        f"{OUT}/logs/summary.log",
+        PATHS["logs/summary"],
     benchmark:
-        f"{OUT}/benchmarks/summary.tsv"
+        PATHS["benchmarks/summary"]
     conda:
         "../envs/cpu.yaml"
     threads: 1

@@ -12,9 +12,9 @@ rule compare:
     output:
         directory(PATHS["compare_shard"]),
     log:
-        f"{OUT}/logs/compare/{{pair}}/shard{{shard}}.log",
+        PATHS["logs/compare"],
     benchmark:
-        f"{OUT}/benchmarks/compare/{{pair}}/shard{{shard}}.tsv"
+        PATHS["benchmarks/compare"]
     conda:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]

@@ -13,9 +13,9 @@ rule concepts:
     output:
         PATHS["concepts"],
     log:
-        f"{OUT}/logs/concepts/{{model}}/{{class_id}}.log",
+        PATHS["logs/concepts"],
     benchmark:
-        f"{OUT}/benchmarks/concepts/{{model}}/{{class_id}}.tsv"
+        PATHS["benchmarks/concepts"]
     conda:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]
@@ -33,9 +33,9 @@ rule importance:
     output:
         directory(PATHS["importance_shard"]),
     log:
-        f"{OUT}/logs/importance/{{model}}/shard{{shard}}.log",
+        PATHS["logs/importance"],
     benchmark:
-        f"{OUT}/benchmarks/importance/{{model}}/shard{{shard}}.tsv"
+        PATHS["benchmarks/importance"]
     conda:
         "../envs/cpu.yaml"
     threads: config["resources"]["cpu_threads"]

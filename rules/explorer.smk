@@ -16,9 +16,9 @@ rule explorer:
             labels=report_labels("explorer"),
         ),
     log:
-        f"{OUT}/logs/explorer/{{pair}}.log",
+        PATHS["logs/explorer"],
     benchmark:
-        f"{OUT}/benchmarks/explorer/{{pair}}.tsv"
+        PATHS["benchmarks/explorer"]
     conda:
         "../envs/cpu.yaml"
     threads: config["explorer"]["threads"]

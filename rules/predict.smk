@@ -8,9 +8,9 @@ rule predict:
     output:
         PATHS["predictions"],
     log:
-        f"{OUT}/logs/predict/{{model}}/{{split}}/shard{{shard}}.log",
+        PATHS["logs/predict"],
     benchmark:
-        f"{OUT}/benchmarks/predict/{{model}}/{{split}}/shard{{shard}}.tsv"
+        PATHS["benchmarks/predict"]
     conda:
         "../envs/gpu.yaml"
     threads: config["resources"]["gpu_threads"]
@@ -34,9 +34,9 @@ rule image_sets:
         sets=PATHS["image_sets"],
         counts=PATHS["image_set_counts"],
     log:
-        f"{OUT}/logs/image_sets/{{model}}/{{split}}.log",
+        PATHS["logs/image_sets"],
     benchmark:
-        f"{OUT}/benchmarks/image_sets/{{model}}/{{split}}.tsv"
+        PATHS["benchmarks/image_sets"]
     conda:
         "../envs/cpu.yaml"
     threads: 1
@@ -55,9 +55,9 @@ rule export_head:
     output:
         PATHS["head"],
     log:
-        f"{OUT}/logs/export_head/{{model}}.log",
+        PATHS["logs/export_head"],
     benchmark:
-        f"{OUT}/benchmarks/export_head/{{model}}.tsv"
+        PATHS["benchmarks/export_head"]
     conda:
         "../envs/gpu.yaml"
     threads: 1

@@ -5,9 +5,9 @@ rule make_dataset:
     output:
         directory(f"{SYN['root']}/{{scheme}}"),
     log:
-        f"{OUT}/logs/make_dataset/{{scheme}}.log",
+        PATHS["logs/make_dataset"],
     benchmark:
-        f"{OUT}/benchmarks/make_dataset/{{scheme}}.tsv"
+        PATHS["benchmarks/make_dataset"]
     wildcard_constraints:
         scheme="ps|nc|eval",
     conda:
@@ -31,9 +31,9 @@ rule train_model:
         checkpoint=PATHS["model_checkpoint"],
         metrics=PATHS["model_metrics"],
     log:
-        f"{OUT}/logs/train_model/{{model}}.log",
+        PATHS["logs/train_model"],
     benchmark:
-        f"{OUT}/benchmarks/train_model/{{model}}.tsv"
+        PATHS["benchmarks/train_model"]
     wildcard_constraints:
         model="|".join(TRAINED) if TRAINED else "NO_MODEL",
     conda:
@@ -61,7 +61,7 @@ rule planted_concept:
             category="Summary",
         ),
     log:
-        f"{OUT}/logs/planted_concept.log",
+        PATHS["logs/planted_concept"],
     conda:
         "../envs/cpu.yaml"
     threads: 1

@@ -45,7 +45,7 @@ rule fetch_model_weights:
     output:
         PATHS["weights"],
     log:
-        f"{OUT}/logs/fetch_weights/{{model}}.log",
+        PATHS["logs/fetch_weights"],
     wildcard_constraints:
         model="|".join(re.escape(m) for m in PRETRAINED) or "(?!)",  # pretrained models only
     conda:
