@@ -21,7 +21,6 @@ rule activations:
     threads: config["resources"]["gpu_threads"]
     resources:
         **job_resources("activations"),
-        gpu_jobs=1,
     params:
         spec=lambda wc: model_params(wc.model),
         layers=lambda wc: config["models"][wc.model]["layers"],

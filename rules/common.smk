@@ -204,13 +204,19 @@ def _read_resources():
 RESOURCES = _read_resources()
 
 
+SCALED_RESOURCES = ("mem_mb", "runtime")  # grow with each retry
+
+
 def _scaled(base):
     return lambda wildcards, attempt: base * attempt
 
 
 def job_resources(rule):
-    """mem_mb and runtime of `rule`'s jobs from rules/resources.yaml, times the attempt number."""
-    return {key: _scaled(value) for key, value in RESOURCES[rule].items()}
+    """`rule`'s resources from rules/resources.yaml: mem_mb and runtime times the attempt number,
+    the others (gpu_jobs) as they are."""
+    if rule not in RESOURCES:
+        raise KeyError(f"rule {rule}: no line in {RESOURCES_SOURCE}")
+    return {key: _scaled(value) if key in SCALED_RESOURCES else value for key, value in RESOURCES[rule].items()}
 
 
 # ------------------------------------------------------------------ paths

@@ -16,7 +16,6 @@ rule predict:
     threads: config["resources"]["gpu_threads"]
     resources:
         **job_resources("predict"),
-        gpu_jobs=1,
     params:
         spec=lambda wc: model_params(wc.model),
         pixels=lambda wc: prediction_params(wc.model),

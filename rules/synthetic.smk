@@ -41,7 +41,6 @@ rule train_model:
     threads: config["resources"]["gpu_threads"]
     resources:
         **job_resources("train_model"),
-        gpu_jobs=1,
     params:
         spec=lambda wc: model_params(wc.model),
         train=lambda wc: config["models"][wc.model]["train"],
