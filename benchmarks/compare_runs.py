@@ -1,7 +1,7 @@
 """Compare two finished runs of the workflow (e.g. the tiny demo with ``extraction.device: cuda`` and
 the same config on the CPU): the same image sets? how far apart are their numbers?
 
-Reads both ``results/`` folders through :mod:`rsvc.formats` and reports
+Reads both ``results/`` folders through :mod:`rsvc.formats`, finding their files by :mod:`rsvc.paths`, and reports
 
 - image sets: identical (every model, split and class: the same image ids in the same order);
 - stored activations (when the image sets agree): the largest relative Frobenius difference of a
@@ -36,6 +36,7 @@ from rsvc.formats import (
     read_image_sets,
     read_layerwise,
 )
+from rsvc.paths import files, fill, pattern, templates, wildcards_of
 
 METHODS = ("pearson", "spearman")
 
@@ -43,9 +44,9 @@ METHODS = ("pearson", "spearman")
 def image_sets(results: Path) -> dict[str, dict[str, list[str]]]:
     """``{"<model>/<split>": {class: [image ids]}}`` of a run."""
     out = {}
-    for path in sorted((results / "image_sets").glob("*/*.tsv")):
-        if not path.name.endswith(".counts.tsv"):
-            key = f"{path.parent.name}/{path.stem}"
+    for path in files(results, "image_sets"):  # image_sets/*/*.tsv holds the counts files too
+        if not path.match(pattern("image_set_counts")):
+            key = "{model}/{split}".format(**wildcards_of("image_sets", path, results))
             out[key] = {c: [i for i, _ in lst] for c, lst in read_image_sets(path).items()}
     return out
 
@@ -53,8 +54,8 @@ def image_sets(results: Path) -> dict[str, dict[str, list[str]]]:
 def layerwise(results: Path) -> dict[tuple[str, str], np.ndarray]:
     """``{(pair, method): mean MMCS (La, Lb)}``."""
     return {
-        (path.parent.name, m): read_layerwise(path, m)[0]
-        for path in sorted((results / "pairs").glob("*/layerwise_mmcs.h5"))
+        (wildcards_of("pair_layerwise", path, results)["pair"], m): read_layerwise(path, m)[0]
+        for path in files(results, "pair_layerwise")
         for m in METHODS
     }
 
@@ -62,13 +63,13 @@ def layerwise(results: Path) -> dict[tuple[str, str], np.ndarray]:
 def compare_metrics(results: Path) -> dict[tuple[str, str], dict]:
     """``{(pair, class): read_compare_metrics(...)}`` of the compared (not skipped) classes."""
     out = {}
-    for path in sorted((results / "compare").rglob("*.h5")):  # compare/<pair>/shard<s>/<class>.h5
+    for path in files(results, "compare"):
         metrics = read_compare_metrics(path)
         if metrics is not None:
             status = read_compare_status(path)
             out[(status.pair, status.class_id)] = metrics
     if not out:
-        raise SystemExit(f"no compared class under {results / 'compare'}")
+        raise SystemExit(f"no compared class in {results / pattern('compare')}")
     return out
 
 
@@ -84,7 +85,7 @@ def _max_abs(diffs: list[float]) -> float:
 def activation_difference(a: Path, b: Path) -> float:
     """Largest relative Frobenius difference ``||A_b - A_a|| / ||A_a||`` over activation files, classes, layers."""
     worst = 0.0
-    for path_a in sorted((a / "activations").rglob("*.h5")):
+    for path_a in files(a, "activations"):
         path_b = b / path_a.relative_to(a)
         for cid in read_attrs(path_a)["classes"]:
             try:
@@ -111,8 +112,8 @@ def cmcs_differences(a: Path, b: Path, ma: dict, mb: dict) -> dict[str, float]:
             x, y = numbers["cmcs_pearson"], mb[key]["directions"][d]["cmcs_pearson"]
             by_index += list(np.abs(np.asarray(y) - np.asarray(x)))
             target = d.split("->")[1]
-            w_a = read_concepts(a / "concepts" / target / f"{cid}.h5").W["pre_logits"]
-            w_b = read_concepts(b / "concepts" / target / f"{cid}.h5").W["pre_logits"]
+            w_a = read_concepts(fill(templates(a), "concepts", model=target, class_id=cid)).W["pre_logits"]
+            w_b = read_concepts(fill(templates(b), "concepts", model=target, class_id=cid)).W["pre_logits"]
             cos = _unit_rows(w_b) @ _unit_rows(w_a).T
             rows, cols = linear_sum_assignment(-cos)
             for i, j in zip(rows, cols):
