@@ -48,6 +48,8 @@ import PIL.Image
 import psutil
 import yaml
 
+from rsvc.paths import JOB_NAMES, TEMPLATES, files, fill, templates
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -201,12 +203,10 @@ def rule_benchmarks(results: Path) -> dict[str, dict]:
     import pandas as pd
 
     out = {}
-    root = results / "benchmarks"
-    for rule_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        frames = [pd.read_csv(f, sep="\t") for f in rule_dir.rglob("*.tsv")]
-        out[rule_dir.name] = _stats(pd.concat(frames))
-    for f in root.glob("*.tsv"):  # rules with one job (summary)
-        out[f.stem] = _stats(pd.read_csv(f, sep="\t"))
+    for rule in sorted(JOB_NAMES):
+        found = files(results, f"benchmarks/{rule}") if f"benchmarks/{rule}" in TEMPLATES else []
+        if found:
+            out[rule] = _stats(pd.concat([pd.read_csv(f, sep="\t") for f in found]))
     return out
 
 
@@ -292,13 +292,12 @@ def time_explorer_pages(site: Path, repeats: int = 3) -> dict:
 def measure_explorer(results: Path) -> dict:
     """Per pair: the explorer's build (its benchmark file), size on disk and opening times in Chromium."""
     out = {}
-    if not (results / "explorer").is_dir():  # a run of a workflow version without the explorer
-        return out
-    for site in sorted(p for p in (results / "explorer").iterdir() if p.is_dir()):
-        bench = results / "benchmarks" / "explorer" / f"{site.name}.tsv"
-        size, files = _folder_bytes(site)
+    # none in a run of a workflow version without the explorer; explorer/* holds the sites' links too
+    for site in [p for p in files(results, "explorer") if p.is_dir()]:
+        bench = Path(fill(templates(results), "benchmarks/explorer", pair=site.name))
+        size, n_files = _folder_bytes(site)
         sprites, _ = _folder_bytes(site / "sprites")
-        entry = {"bytes": size, "files": files, "sprite_bytes": sprites}
+        entry = {"bytes": size, "files": n_files, "sprite_bytes": sprites}
         if bench.exists():
             entry["build"] = _stats(__import__("pandas").read_csv(bench, sep="\t"))
         entry.update(time_explorer_pages(site))
@@ -324,12 +323,12 @@ def explorer_text(explorer: dict) -> list[str]:
 def build_and_measure_explorer(workdir: Path, cores: int) -> dict:
     """The explorer of a finished rehearsal in ``workdir``: built when missing (nothing else rerun), then measured."""
     config = workdir / "rehearsal.yaml"
-    results = workdir / "results"
     cfg = yaml.safe_load(config.read_text())
+    results = workdir / cfg["outdir"]
     pairs = ["-vs-".join(p) for p in cfg["pairs"]]
-    missing = [p for p in pairs if not (results / "explorer" / p / "index.html").exists()]
+    missing = [p for p in pairs if not (Path(fill(templates(results), "explorer", pair=p)) / "index.html").exists()]
     if missing:
-        targets = [f"results/explorer/{p}.html" for p in missing]
+        targets = [fill(templates(cfg["outdir"]), "explorer_link", pair=p) for p in missing]  # run in workdir
         cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *targets]
         cmd += ["--configfile", str(config), "--cores", str(cores), "--rerun-triggers", "mtime"]
         run = run_measured(cmd, workdir, workdir / "explorer_build.log")
@@ -347,12 +346,12 @@ def rehearse(n_classes: int, workdir: Path, cores: int) -> dict:
     run = run_measured(
         [*base, "--profile", str(REPO / "profiles/local"), "--cores", str(cores)], workdir, workdir / "run.log"
     )
-    report_path = workdir / "results/report.html"
+    results = workdir / yaml.safe_load(config.read_text())["outdir"]
+    report_path = results / "report.html"
     report = run_measured([*base, "--report", str(report_path)], workdir, workdir / "report.log")
-    results = workdir / "results"
     rules = rule_benchmarks(results)
     summary = __import__("pandas").read_csv(
-        results / "summary/run_summary.tsv", sep="\t", dtype=str, keep_default_na=False
+        fill(templates(results), "run_summary"), sep="\t", dtype=str, keep_default_na=False
     )
     left = subprocess.run([*base, "-n"], cwd=workdir, capture_output=True, text=True)
     jobs_cpu = sum(r["cpu_total_s"] for r in rules.values())
