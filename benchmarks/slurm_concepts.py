@@ -46,6 +46,8 @@ import yaml  # noqa: E402
 from conftest import SNAKEMAKE, tiny_config, write_config  # noqa: E402
 from slurm.fixtures import PRODUCTION_PROFILE, TEST_PROFILE, start_cluster, stop_cluster  # noqa: E402
 
+from rsvc.paths import files  # noqa: E402
+
 # profiles/slurm submits the concepts jobs one sbatch each; the other options change that.
 OPTIONS = {
     "group": {"groups": ["concepts=analysis"], "group-components": {"analysis": 16}},
@@ -148,15 +150,17 @@ def main() -> None:
     try:
         run = work / "run"
         run.mkdir(exist_ok=True)
-        write_config(run / "config.yaml", bench_config())
+        cfg = bench_config()
+        write_config(run / "config.yaml", cfg)
         t0 = time.monotonic()
         base = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml"]
         subprocess.run([*base, "--cores", "2", "--until", "activations"], cwd=run, check=True, capture_output=True)
         print(f"prepared (local run up to the activations): {time.monotonic() - t0:.0f} s")
         rows = {}
         for option in args.options:
-            for sub in ("concepts", "benchmarks/concepts", "logs/concepts"):
-                shutil.rmtree(run / "results" / sub, ignore_errors=True)
+            for kind in ("concepts", "benchmarks/concepts", "logs/concepts"):  # every concepts job again
+                for path in files(run / cfg["outdir"], kind):
+                    path.unlink()
             prof = work / "profiles" / option
             prof.mkdir(parents=True, exist_ok=True)
             settings = {
