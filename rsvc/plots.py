@@ -35,7 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from rsvc.paths import PAIR_FIGURES
+from rsvc.paths import PAIR_FIGURES, TEMPLATES
 from rsvc.tables import is_unique
 
 __all__ = [
@@ -738,7 +738,7 @@ def pair_figures(
             )
         return plot_message(
             f"Layerwise MMCS ({metric}), {a} vs {b}: no class analysed\n"
-            f"(all {n_requested} skipped, see summary/run_summary.tsv)"
+            f"(all {n_requested} skipped, see {TEMPLATES['run_summary']})"
         )
 
     figures = {

@@ -16,10 +16,12 @@ from rsvc.formats import (
     read_predictions,
     read_skipped_images,
 )
+from rsvc.paths import TEMPLATES
 from rsvc.tables import CONCEPT_COLUMNS, is_unique
 
 STATUS_COLUMNS = ["stage", "what", "split", "class_id", "status", "reason"]
 SKIPPED_IMAGE_COLUMNS = ["stage", "path", "reason"]
+SKIPPED_IMAGES_FILE = Path(TEMPLATES["skipped_images"]).name  # next to the run summary
 PAIR_METRICS = ["mcs_pearson", "cmcs_pearson", "smcs_pearson", "cmcs_spearman", "importance", "kl", "match_acc"]
 PAIR_COLUMNS = (
     ["pair", "direction", "n_classes", "n_concepts"]
@@ -126,5 +128,5 @@ def run_status(
                     f"(uncertainty.fdr; q_unique); {undefined} undefined (note)",
                 )
             )
-    status.append(("images", "", "", "", "skipped", f"{len(skipped_df)} unreadable images (see skipped_images.tsv)"))
+    status.append(("images", "", "", "", "skipped", f"{len(skipped_df)} unreadable images (see {SKIPPED_IMAGES_FILE})"))
     return pd.DataFrame(status, columns=STATUS_COLUMNS), skipped_df
