@@ -211,12 +211,12 @@ def _scaled(base):
     return lambda wildcards, attempt: base * attempt
 
 
-def job_resources(rule):
-    """`rule`'s resources from rules/resources.yaml: mem_mb and runtime times the attempt number,
-    the others (gpu_jobs) as they are."""
-    if rule not in RESOURCES:
-        raise KeyError(f"rule {rule}: no line in {RESOURCES_SOURCE}")
-    return {key: _scaled(value) if key in SCALED_RESOURCES else value for key, value in RESOURCES[rule].items()}
+def job_resources(name):
+    """Resources of the rule named `name`, from rules/resources.yaml (mem_mb and runtime times the
+    attempt number, the others, gpu_jobs, as they are)."""
+    if name not in RESOURCES:
+        raise KeyError(f"{RESOURCES_SOURCE} has no line for {name}")
+    return {key: _scaled(value) if key in SCALED_RESOURCES else value for key, value in RESOURCES[name].items()}
 
 
 # ------------------------------------------------------------------ paths
