@@ -71,6 +71,8 @@ JOB_NAMES = {
 }
 #: Rules without a ``benchmark:`` (a download on the login node; a few seconds of tables).
 NOT_BENCHMARKED = frozenset({"fetch_weights", "planted_concept"})
+#: The folders of the jobs' logs and benchmark files: records of how a run went, not its results.
+LOGS, BENCHMARKS = "logs", "benchmarks"
 
 
 def _job_file(folder: str, rule: str, suffix: str) -> str:
@@ -84,9 +86,9 @@ def _job_file(folder: str, rule: str, suffix: str) -> str:
 TEMPLATES: dict[str, str] = {
     **_OUTPUTS,
     **{kind: f"{_OUTPUTS[f'{kind}_shard']}/{{class_id}}.h5" for kind in ("importance", "compare")},
-    **{f"logs/{rule}": _job_file("logs", rule, ".log") for rule in JOB_NAMES},
+    **{f"{LOGS}/{rule}": _job_file(LOGS, rule, ".log") for rule in JOB_NAMES},
     **{
-        f"benchmarks/{rule}": _job_file("benchmarks", rule, ".tsv") for rule in JOB_NAMES if rule not in NOT_BENCHMARKED
+        f"{BENCHMARKS}/{rule}": _job_file(BENCHMARKS, rule, ".tsv") for rule in JOB_NAMES if rule not in NOT_BENCHMARKED
     },
 }
 
