@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ def test_outputs_and_table_shape(tiny_run):
         "galleries/lowest_cmcs_class0_b_to_a.png",
     ]:
         assert (out / "pairs/ps-vs-nc" / png).stat().st_size > 1000
-    assert (paths("planted")).exists()
+    assert Path(paths("planted")).exists()
     # no temporary files left behind by the atomic writers
     assert not list(out.rglob("*.tmp"))
 
