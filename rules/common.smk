@@ -25,10 +25,15 @@ def workflow_file(rel):
 SCHEMA_SOURCE = "schemas/config.schema.yaml"
 
 
-def _read_schema():
+def _read_yaml(rel):
+    """A YAML file of this workflow's own source (``rel`` from the repository root)."""
     import yaml
 
-    return yaml.safe_load(Path(workflow_file(SCHEMA_SOURCE)).read_text())
+    return yaml.safe_load(Path(workflow_file(rel)).read_text())
+
+
+def _read_schema():
+    return _read_yaml(SCHEMA_SOURCE)
 
 
 def _schema_problems(cfg):
@@ -158,11 +163,11 @@ CLASSES, _CLASS_NAMES_FROM_FILE = _read_classes(DATASET["classes"])
 CLASS_NAMES = {**_CLASS_NAMES_FROM_FILE, **DATASET.get("class_names", {})}
 ANALYZE = DATASET.get("analyze_classes") or CLASSES
 SHARD_SIZE = config["extraction"]["shard_size"]
-CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
-
-
-def shard_of(class_id):
-    return shard_name(CLASS_INDEX[class_id], SHARD_SIZE)
+# Every output path template is written once, in rsvc/paths.py (TEMPLATES); RUN_PATHS fills them for
+# this run (the shard of a class from its index) and holds the class index.
+RUN_PATHS = RunPaths(OUT, tuple(CLASSES), SHARD_SIZE)
+CLASS_INDEX = RUN_PATHS.class_index
+shard_of = RUN_PATHS.shard_of
 
 
 ALL_SHARDS = sorted({shard_name(i, SHARD_SIZE) for i in range(len(CLASSES))})
@@ -195,13 +200,7 @@ def pair_models(pair):
 RESOURCES_SOURCE = "rules/resources.yaml"
 
 
-def _read_resources():
-    import yaml
-
-    return yaml.safe_load(Path(workflow_file(RESOURCES_SOURCE)).read_text())
-
-
-RESOURCES = _read_resources()
+RESOURCES = _read_yaml(RESOURCES_SOURCE)
 
 
 SCALED_RESOURCES = ("mem_mb", "runtime")  # grow with each retry
@@ -220,11 +219,7 @@ def job_resources(name):
 
 
 # ------------------------------------------------------------------ paths
-# Every output path template is written once, in rsvc/paths.py (TEMPLATES): rules use them in
-# `output:`, input functions fill them with path(kind, **wildcards).
-
-
-RUN_PATHS = RunPaths(OUT, tuple(CLASSES), SHARD_SIZE)
+# Rules use the templates in `output:`, input functions fill them with path(kind, **wildcards).
 PATHS = RUN_PATHS.templates
 
 
