@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rsvc.formats import ClassComparison, Skipped, is_skipped, read_class_activations, read_concepts, read_head
-from rsvc.importance import concept_importance, concept_integrated_gradients
+from rsvc.importance import class_importance
 from rsvc.nnls import nnls_batched
 from rsvc.regression import concept_regression
 from rsvc.replacement import replacement_test
@@ -315,17 +315,11 @@ def compare_job(
         **settings.uncertainty.params(),
     )
     importance = {}
-    if settings.importance is not None:
+    if settings.importance is not None:  # on the shared set's coefficients
         for m in models:
-            attr = concept_integrated_gradients(
-                out.pool_U_pre_logits[m],
-                W[m][PRE_LOGITS],
-                *head_of[m],
-                class_index,
-                target=settings.importance.target,
-                steps=settings.importance.steps,
+            importance[m], _ = class_importance(
+                out.pool_U_pre_logits[m], W[m][PRE_LOGITS], head_of[m], class_index, settings.importance
             )
-            importance[m] = concept_importance(attr)
     out = dataclasses.replace(
         out,
         importance=importance,

@@ -28,7 +28,7 @@ from rsvc.formats import Skipped, is_skipped, read_concepts, read_head
 from rsvc.settings import ImportanceSettings
 from rsvc.specs import PRE_LOGITS
 
-__all__ = ["concept_integrated_gradients", "concept_importance", "importance_job"]
+__all__ = ["concept_integrated_gradients", "concept_importance", "class_importance", "importance_job"]
 
 _TARGETS = ("probability", "logit", "log_probability")
 _CACHE_POINTS = 512  # (row, step) points per chunk that keep the (points, C) logits in cache
@@ -90,17 +90,26 @@ def concept_importance(attributions: np.ndarray) -> np.ndarray:
     return np.asarray(attributions).mean(axis=0)
 
 
+def class_importance(
+    U: np.ndarray,
+    W: np.ndarray,
+    head: tuple[np.ndarray, np.ndarray],
+    class_index: int,
+    settings: ImportanceSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concept importance at pre_logits for the output ``class_index`` of the head ``(weight (C, d), bias (C,))``
+    on the coefficients ``U: (n, k)`` of concepts ``W: (k, d)``: ``(importance (k,), attributions (n, k))``."""
+    attr = concept_integrated_gradients(U, W, *head, class_index, target=settings.target, steps=settings.steps)
+    return concept_importance(attr), attr
+
+
 def importance_job(
     concepts: str | Path, head: str | Path, class_index: int, settings: ImportanceSettings
 ) -> tuple[np.ndarray, np.ndarray] | Skipped:
-    """Concept importance at pre_logits for the class output: ``(importance (k,), attributions (n, k))``,
-    or :class:`rsvc.formats.Skipped` when the class has no concepts."""
+    """Concept importance at pre_logits for the class output on the model's own concept images
+    (:func:`class_importance`), or :class:`rsvc.formats.Skipped` when the class has no concepts."""
     skipped, reason = is_skipped(concepts)
     if skipped:
         return Skipped(reason)
     c = read_concepts(concepts)
-    weight, bias = read_head(head)
-    attr = concept_integrated_gradients(
-        c.U[PRE_LOGITS], c.W[PRE_LOGITS], weight, bias, class_index, target=settings.target, steps=settings.steps
-    )
-    return concept_importance(attr), attr
+    return class_importance(c.U[PRE_LOGITS], c.W[PRE_LOGITS], read_head(head), class_index, settings)
